@@ -1,0 +1,38 @@
+"""dhm: Dynamic Hierarchical Mimicking (Li & Chen, CVPR 2020) for PyTorch.
+
+Example:
+    >>> import dhm
+    >>> model = dhm.create_model("cifar_resnet32", num_classes=100)          # backbone + the paper's branches
+    >>> losses = dhm.MimicLoss()(model(images), labels)                        # losses["loss"].backward()
+    >>> deployable = dhm.strip(model)                                          # the plain backbone
+"""
+
+from .branches import (
+    BranchSpec,
+    DHMModel,
+    StageAdapter,
+    StagedBackbone,
+    attach_branches,
+    register_adapter,
+    strip,
+)
+from .losses import MimicLoss, mimic_loss
+from .models import create_model, list_models, paper_branches, register_model
+from .version import __version__
+
+__all__ = [
+    "BranchSpec",
+    "DHMModel",
+    "MimicLoss",
+    "StageAdapter",
+    "StagedBackbone",
+    "__version__",
+    "attach_branches",
+    "create_model",
+    "list_models",
+    "mimic_loss",
+    "paper_branches",
+    "register_adapter",
+    "register_model",
+    "strip",
+]

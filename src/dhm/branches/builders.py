@@ -1,0 +1,86 @@
+"""Branch builders: ``replicate`` (the paper's: copies of the downstream stages) and ``light`` (DSN-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .spec import BranchSpec
+from .staged import StageAdapter, init_conv_bn, pooled_classifier, scaled
+
+
+class Branch(nn.Module):
+    """A side branch: replicated stages (maybe none) then a head.
+
+    ``max_offset`` is the largest stochastic fork offset j (METHOD.md section 4.2) at which the branch can take
+    over the main network's features inside its first stage; 0 means the branch always forks at the boundary.
+    """
+
+    def __init__(self, stages: Sequence[nn.Sequential], head: nn.Module, max_offset: int = 0) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.head = head
+        self.max_offset = max_offset
+
+    def forward(self, x: Tensor, main_feats: Sequence[Tensor] | None = None, offset: Tensor | None = None) -> Tensor:
+        """Branch logits from the fork features ``x``.
+
+        With ``main_feats`` (the main network's outputs after each block of the first replicated stage,
+        ``main_feats[0] == x``) and a scalar ``offset`` j, the branch's first j blocks are replaced by the main
+        network's. They are still computed and masked out with ``torch.where``, so every parameter stays in the
+        graph (DDP needs no unused-parameter search) and the graph does not depend on j (no recompiles).
+        """
+        stages = iter(self.stages)
+        if main_feats is not None and offset is not None and self.max_offset > 0:
+            for i, block in enumerate(next(stages)):
+                x = block(x)
+                if i < self.max_offset:
+                    x = torch.where(offset == i + 1, main_feats[i + 1], x)
+        for stage in stages:
+            x = stage(x)
+        return self.head(x)
+
+
+BranchBuilder = Callable[[StageAdapter, nn.Module, BranchSpec, int], Branch]
+BRANCH_BUILDERS: Registry[BranchBuilder] = Registry("branch builder")
+
+
+@BRANCH_BUILDERS.register("replicate")
+def replicate(adapter: StageAdapter, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+    """The paper's branch: fresh copies of every stage after the fork (own depths and widths) plus a fresh head."""
+    fork = adapter.stage_index(net, spec.fork)
+    remaining = list(range(fork + 1, len(adapter.stage_names(net))))
+    if not remaining:
+        raise ValueError(f"a replicate branch cannot fork after the last stage ({spec.fork!r}); use builder='light'")
+    depths = spec.depths or tuple(adapter.stage_blocks(net, s) for s in remaining)
+    if len(depths) != len(remaining):
+        raise ValueError(
+            f"branch forking at {spec.fork!r} must replicate {len(remaining)} stages, got depths {spec.depths}"
+        )
+    widths = spec.widths(len(remaining))
+    channels = adapter.stage_channels(net, fork)
+    stages = []
+    for index, blocks, width in zip(remaining, depths, widths):
+        stage, channels = adapter.build_stage(net, index, blocks, width, channels)
+        stages.append(stage)
+    head = adapter.build_head(net, channels, num_classes)
+    # The stochastic fork point (METHOD.md 4.2) needs the first replicated stage at the backbone's own width.
+    max_offset = min(depths[0], adapter.stage_blocks(net, remaining[0])) if widths[0] == 1.0 else 0
+    return Branch(stages, head, max_offset)
+
+
+@BRANCH_BUILDERS.register("light")
+def light(adapter: StageAdapter, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+    """A DSN-style auxiliary classifier: conv3x3-BN-ReLU at ``width`` x the fork's channels, pool, linear."""
+    fork = adapter.stage_index(net, spec.fork)
+    in_ch = adapter.stage_channels(net, fork)
+    out_ch = scaled(in_ch, spec.widths(1)[0])
+    stage = nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)
+    )
+    branch = Branch([stage], pooled_classifier(out_ch, num_classes, pre_norm=False))
+    init_conv_bn(branch)
+    return branch

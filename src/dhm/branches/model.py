@@ -1,0 +1,133 @@
+"""DHMModel: a backbone plus side branches as one module; attach and strip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .builders import BRANCH_BUILDERS
+from .spec import BranchSpec
+from .staged import find_adapter, get_adapter
+
+
+class DHMModel(nn.Module):
+    """Backbone + side branches. The backbone module is kept as is, so its parameter names never change.
+
+    * train mode: ``forward`` returns a tuple with the logits of every head, main first (``head_names``);
+    * eval mode: ``forward`` returns the main logits only and does not run the branches;
+    * ``forward_heads`` evaluates every head on demand, in either mode.
+
+    Example:
+        >>> model = dhm.attach_branches(backbone, [dhm.BranchSpec("layer2", width=2.0)])
+        >>> logits_per_head = model(images)        # train mode: (main, head1)
+        >>> plain = dhm.strip(model)                # the original backbone
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        specs: Sequence[BranchSpec],
+        num_classes: int | None = None,
+        dynamic_fork: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapter_name = find_adapter(backbone)
+        adapter = get_adapter(self.adapter_name)
+        num_classes = num_classes if num_classes is not None else adapter.num_classes(backbone)
+        self.specs = tuple(specs)
+        self.fork_stages = tuple(adapter.stage_index(backbone, s.fork) for s in self.specs)
+        self.branches = nn.ModuleDict(
+            {
+                f"head{k + 1}": BRANCH_BUILDERS.get(spec.builder)(adapter, backbone, spec, num_classes)
+                for k, spec in enumerate(self.specs)
+            }
+        )
+        self.dynamic_fork = dynamic_fork
+        ref = next(backbone.parameters(), None)
+        if ref is not None:  # branches follow the backbone's device and dtype
+            self.branches.to(device=ref.device, dtype=ref.dtype)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """``("main", "head1", ...)``, in the order of the train-mode outputs."""
+        return ("main", *self.branches.keys())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...] | Tensor:
+        if not self.training:
+            return self.backbone(x)
+        return self.forward_heads(x, dynamic=self.dynamic_fork)
+
+    def forward_heads(self, x: Tensor, dynamic: bool = False) -> tuple[Tensor, ...]:
+        """Logits of every head, main first. ``dynamic`` draws a stochastic fork offset per branch (METHOD 4.2)."""
+        adapter = get_adapter(self.adapter_name)
+        branches = list(self.branches.values())
+        # Stages whose per-block outputs a dynamically forking branch may take over.
+        blockwise = {s + 1 for s, b in zip(self.fork_stages, branches) if dynamic and b.max_offset > 0}
+        fork_feats: dict[int, Tensor] = {}
+        block_feats: dict[int, list[Tensor]] = {}
+        h = adapter.forward_stem(self.backbone, x)
+        for index, stage in enumerate(adapter.stages(self.backbone)):
+            if index in blockwise:
+                feats = [h]
+                for block in stage:
+                    h = block(h)
+                    feats.append(h)
+                block_feats[index] = feats
+            else:
+                h = stage(h)
+            fork_feats[index] = h
+        logits = [adapter.forward_head(self.backbone, h)]
+        for stage_index, branch in zip(self.fork_stages, branches):
+            feats = fork_feats[stage_index]
+            if stage_index + 1 in blockwise:
+                offset = torch.randint(0, branch.max_offset + 1, (), device=x.device)
+                logits.append(branch(feats, block_feats[stage_index + 1], offset))
+            else:
+                logits.append(branch(feats))
+        return tuple(logits)
+
+
+def attach_branches(
+    backbone: nn.Module,
+    specs: Sequence[BranchSpec | dict],
+    num_classes: int | None = None,
+    dynamic_fork: bool = False,
+) -> DHMModel:
+    """Put side branches on a plain backbone (dhm's own models or torchvision-style ResNets).
+
+    Args:
+        backbone: the plain network; it is kept, not copied, and its parameter names do not change.
+        specs: one :class:`BranchSpec` (or a dict of its fields) per branch.
+        num_classes: classes of the branch heads; default: the backbone's.
+        dynamic_fork: draw a stochastic fork point per step in train mode (METHOD.md 4.2).
+
+    Example:
+        >>> model = dhm.attach_branches(torchvision.models.resnet50(), [
+        ...     dhm.BranchSpec("layer3", depths=(3,), width=2.0), dhm.BranchSpec("layer2", depths=(3, 2))])
+    """
+    specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
+    return DHMModel(backbone, specs, num_classes=num_classes, dynamic_fork=dynamic_fork)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def strip(model: nn.Module) -> nn.Module:
+    """The plain backbone of a branched model (the very module, not a copy); a plain model is returned unchanged.
+
+    Example:
+        >>> deployable = dhm.strip(model)   # loads into create_model(name, branches="none") strictly
+    """
+    inner = unwrap(model)
+    return inner.backbone if isinstance(inner, DHMModel) else model

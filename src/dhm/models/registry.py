@@ -1,0 +1,72 @@
+"""The model registry: ``create_model`` / ``list_models`` over family entry points with their paper layouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from ..branches import BranchSpec, attach_branches
+from ..registry import Registry
+
+ModelFn = Callable[..., nn.Module]
+MODELS: Registry[ModelFn] = Registry("model")
+
+
+def register_model(paper_branches: Sequence[BranchSpec]) -> Callable[[ModelFn], ModelFn]:
+    """Register a backbone entry point together with the branch layout ``branches="paper"`` gives."""
+
+    def deco(fn: ModelFn) -> ModelFn:
+        return MODELS.register(fn.__name__, paper_branches=tuple(paper_branches))(fn)
+
+    return deco
+
+
+def paper_branches(name: str) -> tuple[BranchSpec, ...]:
+    """The released branch layout of model ``name`` (METHOD.md section 2)."""
+    return MODELS.meta(name)["paper_branches"]
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    branches: str | Sequence[BranchSpec | dict] = "paper",
+    dynamic_fork: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a registry name, see :func:`list_models`.
+        num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
+        branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone) or a list of branch specs.
+        dynamic_fork: stochastic fork point in train mode (METHOD.md 4.2); static by default, as released.
+        **kwargs: family options, e.g. ``dropout=0.3`` for WRNs. ``None`` values are dropped.
+
+    Example:
+        >>> model = dhm.create_model("cifar_resnet32", num_classes=100)              # DHM, paper layout
+        >>> plain = dhm.create_model("cifar_resnet32", num_classes=100, branches="none")
+    """
+    fn = MODELS.get(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    backbone = fn(**kwargs)
+    if isinstance(branches, str):
+        if branches == "none":
+            return backbone
+        if branches != "paper":
+            raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
+        branches = paper_branches(name)
+    return attach_branches(backbone, branches, dynamic_fork=dynamic_fork)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the fnmatch ``pattern``.
+
+    Example:
+        >>> dhm.list_models("cifar_resnet*")
+        ['cifar_resnet110', 'cifar_resnet1202', 'cifar_resnet20', 'cifar_resnet32', 'cifar_resnet56']
+    """
+    return MODELS.list(pattern)

@@ -103,35 +103,31 @@ def _layout(n: int, head2: tuple[int, int] | None = None) -> list[BranchSpec]:
     return [BranchSpec("layer2", (n,), 2.0), BranchSpec("layer1", head2)]
 
 
-def _create(depth: int, **kwargs) -> CifarResNet:
-    return CifarResNet(depth=depth, **kwargs)
-
-
 @register_model(_layout(3))
 def cifar_resnet20(**kwargs) -> CifarResNet:
     """CIFAR ResNet-20 (n=3)."""
-    return _create(20, **kwargs)
+    return CifarResNet(**{"depth": 20, **kwargs})
 
 
 @register_model(_layout(5))
 def cifar_resnet32(**kwargs) -> CifarResNet:
     """CIFAR ResNet-32 (n=5)."""
-    return _create(32, **kwargs)
+    return CifarResNet(**{"depth": 32, **kwargs})
 
 
 @register_model(_layout(9))
 def cifar_resnet56(**kwargs) -> CifarResNet:
     """CIFAR ResNet-56 (n=9)."""
-    return _create(56, **kwargs)
+    return CifarResNet(**{"depth": 56, **kwargs})
 
 
 @register_model(_layout(18, head2=(9, 9)))
 def cifar_resnet110(**kwargs) -> CifarResNet:
     """CIFAR ResNet-110 (n=18)."""
-    return _create(110, **kwargs)
+    return CifarResNet(**{"depth": 110, **kwargs})
 
 
 @register_model(_layout(200, head2=(100, 100)))
 def cifar_resnet1202(**kwargs) -> CifarResNet:
     """CIFAR ResNet-1202 (n=200)."""
-    return _create(1202, **kwargs)
+    return CifarResNet(**{"depth": 1202, **kwargs})

@@ -174,28 +174,28 @@ def _layout(head2: tuple[int, int], head1: int) -> list[BranchSpec]:
 @register_model(_layout((1, 2), 2))
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18, torchvision layout."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+    return ResNet(**{"block": BasicBlock, "layers": (2, 2, 2, 2), **kwargs})
 
 
 @register_model(_layout((3, 2), 3))
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34, torchvision layout."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+    return ResNet(**{"block": BasicBlock, "layers": (3, 4, 6, 3), **kwargs})
 
 
 @register_model(_layout((3, 2), 3))
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50, torchvision layout."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+    return ResNet(**{"block": Bottleneck, "layers": (3, 4, 6, 3), **kwargs})
 
 
 @register_model(_layout((12, 2), 3))
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101, torchvision layout."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
+    return ResNet(**{"block": Bottleneck, "layers": (3, 4, 23, 3), **kwargs})
 
 
 @register_model(_layout((18, 2), 3))
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152, torchvision layout."""
-    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
+    return ResNet(**{"block": Bottleneck, "layers": (3, 8, 36, 3), **kwargs})

@@ -92,17 +92,13 @@ def _layout(n: int) -> list[BranchSpec]:
     return [BranchSpec("block2", (n,), 2.0), BranchSpec("block1", (n, math.ceil(n / 2)))]
 
 
-def _create(depth: int, widen: int, **kwargs) -> WideResNet:
-    return WideResNet(depth=depth, widen=widen, **kwargs)
-
-
 @register_model(_layout(2))
 def wrn16_8(**kwargs) -> WideResNet:
     """WRN-16-8 (n=2)."""
-    return _create(16, 8, **kwargs)
+    return WideResNet(**{"depth": 16, "widen": 8, **kwargs})
 
 
 @register_model(_layout(4))
 def wrn28_10(**kwargs) -> WideResNet:
     """WRN-28-10 (n=4); the paper's recipe uses dropout 0.3."""
-    return _create(28, 10, **kwargs)
+    return WideResNet(**{"depth": 28, "widen": 10, **kwargs})

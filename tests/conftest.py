@@ -1,0 +1,50 @@
+"""Shared fixtures. torchvision's CUDA wheel cannot load its C extension next to the CPU torch used here, so its
+two operator schemas are defined before importing it; its Python parts (models) then work."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _import_torchvision():
+    try:
+        return importlib.import_module("torchvision")
+    except Exception:
+        pass
+    try:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _import_torchvision.lib = lib  # keep the library object alive
+        return importlib.import_module("torchvision")
+    except Exception as exc:  # torchvision absent or unusable
+        _import_torchvision.error = repr(exc)
+        return None
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """The torchvision module, or a skip with the reason it cannot be imported."""
+    tv = _import_torchvision()
+    if tv is None:
+        pytest.skip(f"torchvision cannot be imported here: {getattr(_import_torchvision, 'error', 'not installed')}")
+    return tv
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def tiny_cifar(name: str = "cifar_resnet20", num_classes: int = 10, **kwargs):
+    """A narrow CIFAR ResNet for fast tests (widths 8/8/16)."""
+    import dhm
+
+    return dhm.create_model(name, num_classes=num_classes, widths=(8, 8, 16), **kwargs)

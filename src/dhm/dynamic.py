@@ -26,8 +26,9 @@ def official() -> PairLaw:
     def draw(num_pairs: int, device: torch.device) -> Tensor:
         k = torch.floor(torch.rand((), device=device) * num_pairs)
         picks = torch.randint(0, num_pairs, (num_pairs,), device=device)
-        taken = (torch.arange(num_pairs, device=device) < k).to(torch.float32)  # the first k of P draws count
-        return torch.zeros(num_pairs, device=device).index_add_(0, picks, taken) > 0
+        taken = torch.arange(num_pairs, device=device) < k  # only the first k of the P draws count
+        # One-hot + any instead of index_add_: deterministic on every device.
+        return (torch.nn.functional.one_hot(picks, num_pairs).bool() & taken[:, None]).any(0)
 
     return draw
 

@@ -51,13 +51,14 @@ class CifarResNet(StagedBackbone):
     stage_names = ("layer1", "layer2", "layer3")
     strides = (1, 2, 2)
 
-    def __init__(self, depth: int = 32, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(self, depth: int = 32, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64),
+                 in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
         self.widths = tuple(widths)
-        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         channels = widths[0]

@@ -57,6 +57,7 @@ class DenseNet(StagedBackbone):
         bottleneck: bool = True,
         compression: float = 0.5,
         num_classes: int = 100,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         per_layer = 6 if bottleneck else 3  # convolutions per dense layer, times 3 blocks
@@ -65,7 +66,7 @@ class DenseNet(StagedBackbone):
         n = (depth - 4) // per_layer
         self.growth, self.bottleneck, self.compression, self.layers_per_block = growth, bottleneck, compression, n
         stem = 2 * growth if bottleneck else 16
-        self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
         channels = stem
         self._channels = []
         for i, name in enumerate(self.stage_names):

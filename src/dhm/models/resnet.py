@@ -145,10 +145,10 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, block: type[nn.Module], layers: tuple[int, int, int, int], num_classes: int = 1000,
-                 groups: int = 1, width_per_group: int = 64) -> None:
+                 groups: int = 1, width_per_group: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         self.groups, self.base_width = groups, width_per_group
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)

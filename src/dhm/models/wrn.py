@@ -39,14 +39,15 @@ class WideResNet(StagedBackbone):
     stage_names = ("block1", "block2", "block3")
     strides = (1, 2, 2)
 
-    def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 100, dropout: float = 0.0) -> None:
+    def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 100, dropout: float = 0.0,
+                 in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
         self.dropout_rate = dropout
         self.widths = (16 * widen, 32 * widen, 64 * widen)
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         channels = 16
         for i, name in enumerate(self.stage_names):
             stage, channels = self._stage(i, n, 1.0, channels)

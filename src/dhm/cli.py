@@ -1,0 +1,150 @@
+"""The ``dhm`` command line: thin argparse subcommands over library calls. Bad input -> one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import DHMError
+from .registry import RegistryError
+
+
+def _split_recipe(args: Sequence[str]) -> tuple[str, list[str]]:
+    """``[RECIPE] [key=value ...]``: the recipe is optional (default ``demo``)."""
+    args = list(args)
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return "demo", args
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine import train
+
+    recipe, overrides = _split_recipe(ns.args)
+    summary = train(load_config(recipe, overrides))
+    if summary.get("world_size", 1) == 1 or _rank() == 0:
+        print(summary["run_dir"])
+    return 0
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", 0))
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from .config import config_from_dict
+    from .config.io import _set_dotted, parse_override
+    from .engine import dist
+    from .engine.build import build_data, build_model
+    from .engine.checkpoint import FORMAT, load_file, load_state
+    from .engine.trainer import evaluate
+
+    ckpt = load_file(ns.checkpoint, FORMAT)
+    data = ckpt["config"]
+    for text in ns.overrides:
+        _set_dotted(data, *parse_override(text))
+    cfg = config_from_dict(data)
+    info = dist.setup(cfg.train.device)
+    plan = build_data(cfg, info)
+    model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
+    load_state(model, ckpt["model"], f"checkpoint {ns.checkpoint}")
+    splits = [("val", plan.val), ("test", plan.test)] if plan.val is not None else [("test", plan.test)]
+    for name, loader in splits:
+        result = evaluate(model, loader, info.device, cfg.train.amp, heads=ns.heads)
+        accs = "  ".join(f"{k.removeprefix('acc1/')} {v:.2f}" for k, v in result.items() if k.startswith("acc1/"))
+        print(f"{name}: top-1 % {accs}  (loss {result['loss']:.4f})")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from .engine.export import export
+
+    print(export(ns.checkpoint, ns.format, ns.output))
+    return 0
+
+
+def cmd_models(ns: argparse.Namespace) -> int:
+    from .models import list_models, paper_branches
+
+    for name in list_models(ns.pattern):
+        layout = "; ".join(f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "")
+                           for s in paper_branches(name))
+        print(f"{name:22s} paper branches: {layout}")
+    return 0
+
+
+def cmd_recipes(ns: argparse.Namespace) -> int:
+    from .config.io import RECIPES_DIR, list_recipes
+
+    for name in list_recipes():
+        first = (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0]
+        print(f"{name:36s} {first.lstrip('# ').strip()}")
+    return 0
+
+
+def cmd_config(ns: argparse.Namespace) -> int:
+    from .config import dump_config, load_config
+
+    recipe, overrides = _split_recipe([ns.recipe, *ns.overrides])
+    print(dump_config(load_config(recipe, overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dhm", description="Dynamic Hierarchical Mimicking: train, evaluate, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe (default: demo)",
+                       description="Train RECIPE (a bundled name or a YAML path; default demo) with dotted overrides, "
+                                   "e.g. `dhm train demo train.epochs=5 optim.lr=0.05`. Prints the run directory last.")
+    p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value ...]")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its validation and test splits")
+    p.add_argument("checkpoint")
+    p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... for another data location")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("export", help="export the branch-free backbone of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["safetensors", "pt", "torchscript", "onnx"])
+    p.add_argument("--output", "-o", default=None, help="output file (default: next to the checkpoint)")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("models", help="list registered models and their paper branch layouts")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("recipes", help="list the bundled recipes")
+    p.set_defaults(fn=cmd_recipes)
+
+    p = sub.add_parser("config", help="print the resolved config of a recipe with overrides")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dhm`` console script and ``python -m dhm``."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.fn(ns)
+    except (DHMError, RegistryError) as exc:
+        print(f"dhm: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `dhm recipes | head`
+        return 0
+    except KeyboardInterrupt:
+        print("dhm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

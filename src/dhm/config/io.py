@@ -1,0 +1,193 @@
+"""Recipes: YAML diffs over the schema with one ``_base_``, dotted ``key=value`` overrides, strict keys and types."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .schema import Config
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes (``cifar100/resnet110_dhm``, ``demo``, ...)."""
+    return sorted(
+        str(p.relative_to(RECIPES_DIR).with_suffix(""))
+        for p in RECIPES_DIR.rglob("*.yaml")
+        if not p.relative_to(RECIPES_DIR).parts[0].startswith("_")
+    )
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A recipe file from a bundled name or a path."""
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / f"{str(recipe).removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    close = difflib.get_close_matches(str(recipe), list_recipes(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `dhm recipes` lists the bundled ones"
+    raise ConfigError(f"no recipe {str(recipe)!r} (neither a file nor a bundled recipe){hint}")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ConfigError(f"recipe {path} includes itself through _base_")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def _merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against annotation ``tp`` (ints are accepted for floats); raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp) or (Any,)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is Any:
+        return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown(key: str, known: Sequence[str], prefix: str) -> ConfigError:
+    full = [f"{prefix}{k}" for k in known]
+    close = difflib.get_close_matches(f"{prefix}{key}", full, n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(full)}"
+    return ConfigError(f"unknown config key {prefix}{key}{hint}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = _fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise _unknown(key, list(hints), prefix)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key} must be a mapping, got {value!r}")
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node, hints, prefix = data, _fields(Config), ""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            raise _unknown(part, [k for k, t in hints.items() if dataclasses.is_dataclass(t)], prefix)
+        node = node.setdefault(part, {})
+        hints, prefix = _fields(hints[part]), f"{prefix}{part}."
+    if leaf not in hints:
+        raise _unknown(leaf, list(hints), prefix)
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML (numbers, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not key=value (e.g. train.epochs=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The resolved config: schema defaults <- recipe (and its ``_base_``) <- ``key=value`` overrides.
+
+    Example:
+        >>> cfg = load_config("demo", ["train.epochs=2", "optim.lr=0.05"])
+    """
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        data = _read_yaml(path.resolve())
+        try:  # bundled recipes are named by their place in the recipes folder, other files by their stem
+            name = str(path.resolve().relative_to(RECIPES_DIR).with_suffix(""))
+        except ValueError:
+            name = path.stem
+        data.setdefault("name", name)
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    return _build(Config, data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
+    return _build(Config, data)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The plain-dict form of a config."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The config as YAML text (what ``dhm config`` prints and run directories keep as ``config.yaml``)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,90 @@
+"""The typed configuration schema. Recipes are YAML diffs over these defaults (see ``config/io.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifar_resnet20"  # a registry name: `dhm models`
+    num_classes: int | None = None  # default: the dataset's
+    in_channels: int | None = None  # default: the dataset's (1 for digits and MNIST)
+    branches: str | list[dict[str, Any]] = "paper"  # "paper" | "none" | [{fork, depths, width, builder}, ...]
+    dynamic_fork: bool = False  # stochastic fork point (METHOD.md 4.2)
+    dropout: float | None = None  # WRN dropout (paper recipe: 0.3)
+    widths: list[int] | None = None  # CIFAR ResNet stage widths (default 16/32/64)
+    options: dict[str, Any] = field(default_factory=dict)  # any other family keyword
+
+
+@dataclass
+class LossConfig:
+    mode: str = "dhm"  # ce (main head) | dsl (CE on every head) | dhm (CE + pairwise mimicking)
+    alpha: float = 1.0  # weight of every pair term
+    temperature: float = 1.0  # T; the mimicking sum is scaled by T^2
+    eps: float = 1.0e-8  # probability smoothing before the log, as released
+    dynamic: str | None = None  # stochastic pair gradients: official | bernoulli(p)
+    rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
+    rampup: str = "linear"  # linear | sigmoid
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # `dhm datasets`: digits | synthetic | mnist | cifar10 | cifar100 | imagefolder
+    root: str = "data"  # where the files are (or are downloaded to)
+    download: bool = False  # download cifar10/cifar100 from the official URL when missing (md5-checked)
+    verify_md5: bool = True  # refuse a cifar tarball whose md5 is not the official one
+    val_size: float = 0.1  # held-out validation split from the training set: a fraction (< 1) or a count
+    split_seed: int = 0  # seed of the validation split (fixed across training seeds)
+    batch_size: int = 128  # global batch per optimizer step, all processes and accumulation steps together
+    eval_batch_size: int = 256
+    workers: int = 4  # DataLoader workers for folder datasets
+    augment: str = "cifar"  # cifar (pad-4 crop + flip) | flip | imagenet (random resized crop + flip) | none
+    image_size: int | None = None  # resize to this size (folder datasets, digits); None = native size
+    in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)
+    train_size: int = 4096  # synthetic: training images
+    test_size: int = 1024  # synthetic: test images
+    num_classes: int = 10  # synthetic: classes
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1  # for the global batch
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1.0e-4
+    schedule: str = "multistep"  # multistep | cosine | constant
+    milestones: list[float] = field(default_factory=list)  # epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
+    min_lr: float = 0.0  # cosine floor
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    deterministic: bool = False  # deterministic algorithms (slower); resume then reproduces weights exactly
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "off"  # off | bf16 | fp16 (fp16 uses a grad scaler)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    resume: str = ""  # "" | auto | path to a last.pt
+    out_dir: str = ""  # run directory; default runs/<recipe>/<timestamp>
+    runs_root: str = "runs"
+    progress: bool = True  # progress bar per epoch
+    limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+@dataclass
+class Config:
+    name: str = "run"  # recipe name: names the run directory
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,98 @@
+"""Augmentation. Batch-wise on the training device for in-memory uint8 images (pad-crop, flip); per-image in
+DataLoader workers only where sizes vary (random resized crop). Random parameters are drawn for the *global*
+batch from a generator seeded by (seed, epoch, step) and sliced per process, so a run's augmentation does not
+depend on the number of processes, the accumulation steps or a resume."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Preset:
+    pad: int  # pad-and-crop shift in pixels (0 = none)
+    flip: bool  # random horizontal flip
+    resized_crop: bool  # per-image random resized crop in the loader workers (ImageNet style)
+
+
+AUGMENTS: Registry[Preset] = Registry("augmentation preset")
+AUGMENTS.register("cifar")(Preset(pad=4, flip=True, resized_crop=False))
+AUGMENTS.register("crop")(Preset(pad=4, flip=False, resized_crop=False))  # digits: no flips
+AUGMENTS.register("flip")(Preset(pad=0, flip=True, resized_crop=False))
+AUGMENTS.register("imagenet")(Preset(pad=0, flip=True, resized_crop=True))
+AUGMENTS.register("none")(Preset(pad=0, flip=False, resized_crop=False))
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """A 63-bit seed for one (seed, epoch, step) triple."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + step & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def draw_params(preset: Preset, batch: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Crop offsets (dy, dx) in [0, 2 pad] and flip flags for ``batch`` images, on the CPU."""
+    g = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(0, 2 * preset.pad + 1, (2, batch), generator=g)
+    flips = torch.rand(batch, generator=g) < 0.5 if preset.flip else torch.zeros(batch, dtype=torch.bool)
+    return shifts[0], shifts[1], flips
+
+
+def apply_batch(images: Tensor, preset: Preset, dy: Tensor, dx: Tensor, flips: Tensor) -> Tensor:
+    """Pad-crop and flip a uint8 (N, C, H, W) batch with per-image parameters, in one gather."""
+    if preset.pad:
+        n, c, h, w = images.shape
+        padded = torch.nn.functional.pad(images, (preset.pad,) * 4)
+        rows = (dy.to(images.device)[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+        cols = (dx.to(images.device)[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+        batch = torch.arange(n, device=images.device)[:, None, None, None]
+        chans = torch.arange(c, device=images.device)[None, :, None, None]
+        images = padded[batch, chans, rows, cols]
+    if preset.flip:
+        images = torch.where(flips.to(images.device)[:, None, None, None], images.flip(3), images)
+    return images
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor, channels_last: bool) -> Tensor:
+    """uint8 -> float32 ``(x / 255 - mean) / std``, optionally channels_last."""
+    x = images.float().div_(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_resized_crop(img, size: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The Inception-style crop (as torchvision's RandomResizedCrop), on a PIL image, resized to size x size."""
+    from PIL import Image
+
+    width, height = img.size
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return img.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    return center_crop(img, size, 1.0)
+
+
+def center_crop(img, size: int, crop_fraction: float = 0.875):
+    """Resize the shorter side to size / crop_fraction, then crop the centre size x size (ImageNet eval)."""
+    from PIL import Image
+
+    width, height = img.size
+    short = int(round(size / crop_fraction))
+    scale = short / min(width, height)
+    img = img.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_chw(img) -> Tensor:
+    """A PIL RGB image as a uint8 (3, H, W) tensor."""
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)

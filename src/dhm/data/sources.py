@@ -1,0 +1,73 @@
+"""What a dataset reader returns: images in memory (uint8 tensors) or files on disk, plus normalisation facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+
+
+@dataclass
+class TensorSource:
+    """Images held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: Tensor) -> TensorSource:
+        return TensorSource(self.images[index], self.labels[index])
+
+
+@dataclass
+class FileSource:
+    """Images on disk, decoded on the fly by DataLoader workers: ``files[i]`` has class ``labels[i]``."""
+
+    files: list[Path]
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: Tensor) -> FileSource:
+        return FileSource([self.files[i] for i in index.tolist()], self.labels[index])
+
+
+Source = TensorSource | FileSource
+
+
+@dataclass
+class Bundle:
+    """A dataset's train and test splits (the validation split is carved from train later) and its facts."""
+
+    train: Source
+    test: Source
+    classes: list[str]
+    channels: int
+    mean: tuple[float, ...] = ()  # per channel, in [0, 1] units; empty = computed from the training images
+    std: tuple[float, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.mean and isinstance(self.train, TensorSource):
+            x = self.train.images.float().div_(255)
+            self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+            self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+
+
+def split_validation(source: Source, val_size: float, seed: int) -> tuple[Source, Source | None]:
+    """Carve a seeded validation split from ``source``: ``val_size`` < 1 is a fraction, otherwise a count."""
+    n = len(source)
+    count = int(round(val_size * n)) if 0 <= val_size < 1 else int(val_size)
+    if count <= 0:
+        return source, None
+    if count >= n:
+        raise DataError(f"data.val_size={val_size} leaves no training images (the training split has {n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return source.subset(perm[count:].sort().values), source.subset(perm[:count].sort().values)

@@ -1,0 +1,89 @@
+"""From a config to the objects of a run: data splits and loaders, the model, the loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..branches import BranchSpec
+from ..config.schema import Config
+from ..data import Bundle, build_dataset, build_loader, split_validation
+from ..errors import ConfigError, DataError
+from ..losses import MimicLoss
+from ..models import create_model
+from ..registry import RegistryError
+from .dist import DistInfo
+
+
+def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any]:
+    """Everything ``create_model`` needs to rebuild the plain backbone (stored in deploy exports)."""
+    kwargs = dict(cfg.model.options)
+    if cfg.model.dropout is not None:
+        kwargs["dropout"] = cfg.model.dropout
+    if cfg.model.widths is not None:
+        kwargs["widths"] = tuple(cfg.model.widths)
+    return {"name": cfg.model.name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
+
+
+def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any = None) -> nn.Module:
+    """The model of ``cfg``: ``ce`` mode trains the plain backbone, as the paper's baseline does."""
+    spec = model_spec(cfg, num_classes, in_channels)
+    if branches is None:
+        branches = "none" if cfg.loss.mode == "ce" else cfg.model.branches
+    if isinstance(branches, list):
+        try:
+            branches = [BranchSpec(**b) for b in branches]
+        except TypeError as exc:
+            raise ConfigError(f"model.branches: {exc}") from None
+    try:
+        return create_model(spec["name"], num_classes=num_classes, branches=branches,
+                            dynamic_fork=cfg.model.dynamic_fork, in_channels=in_channels, **spec["kwargs"])
+    except RegistryError as exc:
+        raise ConfigError(f"model.name: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot build model {spec['name']!r}: {exc}") from None
+
+
+def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> MimicLoss:
+    try:
+        return MimicLoss(mode=cfg.loss.mode, alpha=cfg.loss.alpha, temperature=cfg.loss.temperature,
+                         eps=cfg.loss.eps, dynamic=cfg.loss.dynamic, rampup_epochs=cfg.loss.rampup_epochs,
+                         rampup=cfg.loss.rampup, head_names=head_names)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"loss: {exc}") from None
+
+
+@dataclass
+class DataPlan:
+    bundle: Bundle
+    train: Any
+    val: Any | None
+    test: Any
+    num_classes: int
+
+
+def build_data(cfg: Config, dist: DistInfo) -> DataPlan:
+    """Read the dataset, carve the validation split, check labels, and build the three loaders."""
+    try:
+        bundle = build_dataset(cfg.data)
+    except RegistryError as exc:
+        raise ConfigError(f"data.name: {exc}") from None
+    train_src, val_src = split_validation(bundle.train, cfg.data.val_size, cfg.data.split_seed)
+    num_classes = cfg.model.num_classes or len(bundle.classes)
+    for split, src in (("train", bundle.train), ("test", bundle.test)):
+        if len(src.labels) and (int(src.labels.max()) >= num_classes or int(src.labels.min()) < 0):
+            raise DataError(f"{split} label {int(src.labels.max())} is out of range for {num_classes} classes "
+                            f"(model.num_classes)")
+    common = dict(augment=cfg.data.augment, mean=bundle.mean, std=bundle.std, device=dist.device,
+                  rank=dist.rank, world=dist.world, channels_last=cfg.train.channels_last,
+                  image_size=cfg.data.image_size, workers=cfg.data.workers)
+    try:
+        train = build_loader(train_src, train=True, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+                             accum=cfg.train.accum_steps, **common)
+        val = build_loader(val_src, train=False, batch_size=cfg.data.eval_batch_size, **common) if val_src else None
+        test = build_loader(bundle.test, train=False, batch_size=cfg.data.eval_batch_size, **common)
+    except RegistryError as exc:
+        raise ConfigError(f"data.augment: {exc}") from None
+    return DataPlan(bundle, train, val, test, num_classes)

@@ -1,0 +1,113 @@
+"""Checkpoints: one dict, written atomically, loaded with ``weights_only=True``, refused when it does not belong
+to the run; and the branch-free deploy export."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..version import __version__
+
+FORMAT = "dhm-checkpoint-1"
+DEPLOY_FORMAT = "dhm-deploy-1"
+# Config entries that must agree for a checkpoint to continue a run (epochs, paths, logging may change).
+IDENTITY_KEYS = ("name", "model", "loss", "data.name", "data.val_size", "data.split_seed", "data.batch_size",
+                 "optim", "train.seed", "train.accum_steps")
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, flush + fsync, then rename over ``path``: a crash at
+    any moment leaves either the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def load_file(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
+    """A dhm checkpoint or deploy file, loaded with ``weights_only=True``; CheckpointError if unusable."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types on corrupt or foreign files
+        raise CheckpointError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+    fmt = obj.get("format") if isinstance(obj, dict) else None
+    if fmt not in (FORMAT, DEPLOY_FORMAT) or (expected_format and fmt != expected_format):
+        raise CheckpointError(f"{path} is not a dhm {expected_format or 'checkpoint'} (format {fmt!r})")
+    return obj
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
+    return cfg
+
+
+def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Config keys (dotted) where a checkpoint's config and the current one differ in what defines the run."""
+    diffs = []
+    for key in IDENTITY_KEYS:
+        a, b = _get(saved, key), _get(current, key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(key)
+    return diffs
+
+
+def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint from another model or config, naming what differs."""
+    diffs = identity_mismatch(ckpt.get("config", {}), config)
+    if diffs:
+        shown = ", ".join(f"{k}: {_get(ckpt['config'], k)!r} != {_get(config, k)!r}" for k in diffs[:3])
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({shown}); "
+                              f"use another train.out_dir or the same config")
+
+
+def load_state(module: torch.nn.Module, state: dict[str, Any], what: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming the first missing or unexpected keys."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise CheckpointError(f"{what} does not fit this model: {' '.join(first[1:3])[:300]}") from None
+
+
+def pack_numpy_rng(state: tuple) -> dict[str, Any]:
+    """NumPy's RNG state in types ``weights_only`` loading accepts."""
+    name, keys, pos, has_gauss, gauss = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def unpack_numpy_rng(state: dict[str, Any]) -> tuple:
+    return state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"]
+
+
+def deploy_payload(backbone: torch.nn.Module, model_spec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The branch-free export: the plain backbone's state_dict plus what rebuilds it (``model_spec``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    return {"format": DEPLOY_FORMAT, "model": model_spec, "state_dict": state, "dhm_version": __version__, **meta}

@@ -1,0 +1,92 @@
+"""Deployment exports of a trained run, branches stripped: safetensors, pt, TorchScript, ONNX."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, DHMError
+from ..models import create_model
+from ..registry import Registry
+from .checkpoint import DEPLOY_FORMAT, deploy_payload, load_file, load_state, save_atomic
+
+EXPORTERS: Registry[Callable[[nn.Module, dict[str, Any], Path], None]] = Registry("export format")
+SUFFIX = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
+
+
+def load_deployable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The plain backbone (eval mode) of a training checkpoint or deploy file, and its deploy payload."""
+    obj = load_file(path)
+    spec = obj.get("model_spec") if obj["format"] != DEPLOY_FORMAT else obj["model"]
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{path} does not say which model it holds")
+    model = create_model(spec["name"], num_classes=spec["num_classes"], branches="none",
+                         in_channels=spec["in_channels"], **spec["kwargs"])
+    if obj["format"] == DEPLOY_FORMAT:
+        load_state(model, obj["state_dict"], f"deploy file {path}")
+        payload = obj
+    else:
+        prefix = "backbone."
+        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
+        load_state(model, state, f"checkpoint {path}")
+        cfg = obj.get("config", {})
+        payload = deploy_payload(model, spec, {"classes": obj.get("classes", []), "config": cfg,
+                                               "input_size": obj.get("input_size")})
+    return model.eval(), payload
+
+
+def _example(payload: dict[str, Any]) -> torch.Tensor:
+    size = payload.get("input_size") or [payload["model"]["in_channels"], 224, 224]
+    return torch.randn(1, *size)
+
+
+@EXPORTERS.register("pt")
+def export_pt(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
+    """The deploy dict (state_dict + model spec); ``torch.load(..., weights_only=True)`` reads it."""
+    save_atomic(payload, out)
+
+
+@EXPORTERS.register("safetensors")
+def export_safetensors(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
+    """Tensors only, with the model spec as JSON metadata (needs the ``safetensors`` package)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise DHMError("safetensors export needs the safetensors package: pip install safetensors") from None
+    save_file(payload["state_dict"], str(out), metadata={"dhm_model": json.dumps(payload["model"])})
+
+
+@EXPORTERS.register("torchscript")
+def export_torchscript(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
+    """A traced TorchScript module (``torch.jit.load``)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, _example(payload))
+        traced.save(str(out))
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
+    """ONNX with a dynamic batch dimension (needs the ``onnx`` package)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise DHMError("onnx export needs the onnx package: pip install onnx onnxscript") from None
+    torch.onnx.export(model, (_example(payload),), str(out), input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:
+    """Export the stripped backbone of checkpoint ``path`` as ``fmt``; returns the written file."""
+    exporter = EXPORTERS.get(fmt)
+    model, payload = load_deployable(path)
+    out = Path(output) if output else Path(path).with_name(f"{Path(path).stem}-deploy{SUFFIX[fmt]}")
+    exporter(model, payload, out)
+    return out

@@ -1,0 +1,60 @@
+"""SGD and the learning-rate schedules (per step, as a function of the fractional epoch)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..config.schema import OptimConfig
+from ..errors import ConfigError
+from ..registry import Registry
+
+SCHEDULES: Registry[Callable[[OptimConfig, int, float], float]] = Registry("lr schedule")
+
+
+@SCHEDULES.register("multistep")
+def multistep(cfg: OptimConfig, epochs: int, epoch: float) -> float:
+    """lr x gamma at every milestone passed (epochs; the paper's schedule)."""
+    return cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), epoch)
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: OptimConfig, epochs: int, epoch: float) -> float:
+    """Half-cosine from lr to min_lr over the run (after the warm-up)."""
+    span = max(epochs - cfg.warmup_epochs, 1e-8)
+    t = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
+    floor = cfg.min_lr / cfg.lr if cfg.lr else 0.0
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: OptimConfig, epochs: int, epoch: float) -> float:
+    """No decay."""
+    return 1.0
+
+
+def lr_factor(cfg: OptimConfig, epochs: int, epoch: float) -> float:
+    """The lr multiplier at fractional ``epoch``: linear warm-up, then the schedule."""
+    warm = min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs > 0 else 1.0
+    return warm * SCHEDULES.get(cfg.schedule)(cfg, epochs, epoch)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (and Nesterov) over every parameter, weight decay on all of them as released."""
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+    SCHEDULES.get(cfg.schedule)  # an unknown schedule fails before training starts
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR: call ``step()`` after every optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(cfg, epochs, step / steps_per_epoch)
+    )

@@ -1,0 +1,42 @@
+"""PNG plots of a run's history: loss per head, accuracy per head, learning rate (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Write loss.png, accuracy.png and lr.png into ``out_dir``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    keys = sorted({k for r in history for k in r})
+
+    def series(key: str) -> list[float]:
+        return [r.get(key, float("nan")) for r in history]
+
+    panels = [
+        ("loss.png", "loss per head (train)", [k for k in keys if k.startswith("train/ce/")] + ["train/kl", "train/loss"]),
+        ("accuracy.png", "top-1 accuracy per head (%)", [k for k in keys if k.startswith(("val/acc1/", "train/acc1"))]),
+        ("lr.png", "learning rate", ["lr"]),
+    ]
+    paths = []
+    for filename, title, panel_keys in panels:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in panel_keys:
+            if key in keys:
+                ax.plot(epochs, series(key), marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if len(panel_keys) > 1:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / filename, dpi=100)
+        plt.close(fig)
+        paths.append(out_dir / filename)
+    return paths

@@ -1,0 +1,358 @@
+"""The training loop: ``Trainer(cfg).fit()`` -> summary dict. Plain functions for one epoch and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..branches import DHMModel, strip, unwrap
+from ..config import Config, dump_config, to_dict
+from ..errors import CheckpointError, ConfigError
+from ..version import __version__
+from . import dist as D
+from .build import build_data, build_loss, build_model, model_spec
+from .checkpoint import (FORMAT, check_compatible, deploy_payload, load_file, load_state, pack_numpy_rng,
+                         save_atomic, unpack_numpy_rng)
+from .optim import build_optimizer, build_scheduler
+from .plots import plot_history
+from .recorder import Recorder, summary_table
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed precision context of ``train.amp`` (a no-op for ``off``)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", heads: bool = True) -> dict[str, float]:
+    """Top-1 accuracy (%) of the main head, and with ``heads`` of every head and of their ensemble (mean of the
+    softmax outputs); summed over processes. Runs in eval mode and restores the previous mode."""
+    inner = unwrap(model)
+    was_training = inner.training
+    inner.eval()
+    names = inner.head_names if heads and isinstance(inner, DHMModel) else ("main",)
+    correct = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    for x, y in loader:
+        with autocast(device, amp):
+            outs = inner.forward_heads(x) if len(names) > 1 else (inner(x),)
+        outs = [o.float() for o in outs]
+        ensemble = torch.stack([o.softmax(-1) for o in outs]).mean(0)
+        for k, o in enumerate([*outs, ensemble]):
+            correct[k] += (o.argmax(-1) == y).sum()
+        loss_sum += F.cross_entropy(outs[0], y, reduction="sum")
+        count += y.numel()
+    D.all_reduce_sum(correct), D.all_reduce_sum(loss_sum), D.all_reduce_sum(count)
+    inner.train(was_training)
+    n = max(count.item(), 1.0)
+    result = {f"acc1/{name}": 100.0 * c / n for name, c in zip([*names, "ensemble"], correct.tolist())}
+    if len(names) == 1:
+        result.pop("acc1/ensemble")
+    result["loss"] = loss_sum.item() / n
+    return result
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides the weights and the optimizer."""
+
+    epoch: int = 0  # epochs completed
+    best_val: float = -1.0
+    best_epoch: int = 0
+    wall_time: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one config. Rank 0 writes the run directory; every process trains.
+
+    Example:
+        >>> summary = Trainer(load_config("demo")).fit()
+        >>> summary["test_acc1"]
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.config_dict = to_dict(cfg)
+        if cfg.train.amp not in AMP_DTYPES:
+            raise ConfigError(f"train.amp must be one of {', '.join(AMP_DTYPES)}, got {cfg.train.amp!r}")
+        if cfg.train.accum_steps < 1 or cfg.train.epochs < 1:
+            raise ConfigError("train.accum_steps and train.epochs must be >= 1")
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.dist = D.setup(cfg.train.device)
+        D.seed_everything(cfg.train.seed, cfg.train.deterministic)
+        self.data = build_data(cfg, self.dist)
+        self.in_channels = cfg.model.in_channels or self.data.bundle.channels
+        self.model = build_model(cfg, self.data.num_classes, self.in_channels).to(self.dist.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        heads = self.model.head_names if isinstance(self.model, DHMModel) else None
+        self.loss_fn = build_loss(cfg, heads).to(self.dist.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.steps_per_epoch = self._steps()
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=cfg.train.amp == "fp16")
+        self.state = RunState()
+        self.run_dir = self._run_dir()
+        self.recorder: Recorder | None = None
+
+    def _steps(self) -> int:
+        steps = self.data.train.plan.steps
+        return min(steps, self.cfg.train.limit_batches) if self.cfg.train.limit_batches > 0 else steps
+
+    # ----- run directory and resume ---------------------------------------------------------------------------
+    def _run_dir(self) -> Path:
+        cfg = self.cfg.train
+        chosen = ""
+        if self.dist.is_main:
+            chosen = str(self._choose_run_dir())
+        if self.dist.distributed:
+            box = [chosen]
+            torch.distributed.broadcast_object_list(box, src=0)
+            chosen = box[0]
+        run_dir = Path(chosen)
+        resume = self._resume_path(run_dir) if cfg.resume else None
+        if resume is not None:
+            self._load(resume)
+        return run_dir
+
+    def _choose_run_dir(self) -> Path:
+        cfg = self.cfg.train
+        if cfg.resume not in ("", "auto"):
+            return Path(cfg.resume).expanduser().parent
+        if cfg.out_dir:
+            return Path(cfg.out_dir).expanduser()
+        base = Path(cfg.runs_root).expanduser() / self.cfg.name
+        if cfg.resume == "auto" and base.is_dir():
+            unfinished = [d for d in base.iterdir() if (d / "last.pt").is_file() and not (d / "summary.json").exists()]
+            if unfinished:
+                return max(unfinished, key=lambda d: (d / "last.pt").stat().st_mtime)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir, k = base / stamp, 1
+        while run_dir.exists():
+            run_dir, k = base / f"{stamp}-{k}", k + 1
+        return run_dir
+
+    def _resume_path(self, run_dir: Path) -> Path | None:
+        if self.cfg.train.resume == "auto":
+            path = run_dir / "last.pt"
+            return path if path.is_file() else None
+        return Path(self.cfg.train.resume).expanduser()
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_file(path, FORMAT)
+        check_compatible(ckpt, self.config_dict, path)
+        load_state(self.model, ckpt["model"], f"checkpoint {path}")
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not fit: {exc}") from None
+        s = ckpt["state"]
+        self.state = RunState(s["epoch"], s["best_val"], s["best_epoch"], s["wall_time"], list(s["history"]))
+        rng = dict(ckpt["rng"])
+        rng["numpy"] = unpack_numpy_rng(rng["numpy"])
+        D.set_rng_state(rng)
+        if self.dist.is_main:
+            print(f"resumed from {path} after epoch {self.state.epoch}", flush=True)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        rng = D.rng_state()
+        rng["numpy"] = pack_numpy_rng(rng["numpy"])
+        s = self.state
+        return {
+            "format": FORMAT, "dhm_version": __version__, "config": self.config_dict,
+            "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "state": {"epoch": s.epoch, "best_val": s.best_val, "best_epoch": s.best_epoch,
+                      "wall_time": s.wall_time, "history": s.history},
+            "rng": rng,
+            "model_spec": model_spec(self.cfg, self.data.num_classes, self.in_channels),
+            "classes": self.data.bundle.classes,
+            "input_size": self._input_size(),
+        }
+
+    # ----- training ---------------------------------------------------------------------------------------------
+    def _wrap(self) -> nn.Module:
+        if self.dist.distributed and self.cfg.train.sync_bn:  # same parameters, so the optimizer is unaffected
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        model = self.model
+        if self.cfg.train.compile:  # compile first, then DDP (as timm does)
+            model = torch.compile(model)
+        if self.dist.distributed:
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    def train_one_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
+        cfg, device = self.cfg, self.dist.device
+        accum, steps = cfg.train.accum_steps, self.steps_per_epoch
+        loader = self.data.train
+        loader.set_epoch(epoch)
+        model.train()
+        sums: dict[str, Tensor] = {}
+        correct = torch.zeros((), device=device)
+        seen = 0
+        bar = self._bar(epoch, steps)
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            step, micro = divmod(i, accum)
+            if step >= steps:
+                break
+            self.loss_fn.set_progress(epoch + step / steps)
+            last_micro = micro == accum - 1
+            sync = model.no_sync() if self.dist.distributed and not last_micro else contextlib.nullcontext()
+            with sync:
+                with autocast(device, cfg.train.amp):
+                    out = model(x)
+                    losses = self.loss_fn(out, y)
+                self.scaler.scale(losses["loss"] / accum).backward()
+            if last_micro:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0) + value.detach().float() * len(y)
+            main = out[0] if isinstance(out, (tuple, list)) else out
+            correct += (main.argmax(-1) == y).sum()
+            seen += len(y)
+            if bar is not None and last_micro:
+                bar.update(1)
+                if step % 5 == 0 or step == steps - 1:
+                    rate = seen * self.dist.world / (time.perf_counter() - start)
+                    bar.set_postfix(loss=f"{sums['loss'].item() / seen:.3f}",
+                                    acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}")
+        if bar is not None:
+            bar.close()
+        totals = torch.stack([*sums.values(), correct.float(), torch.tensor(float(seen), device=device)])
+        D.all_reduce_sum(totals)
+        n = totals[-1].item()
+        result = {f"train/{k}": v / n for k, v in zip(sums, totals[:-2].tolist())}
+        result["train/acc1"] = 100.0 * totals[-2].item() / n
+        result["images_per_s"] = n / (time.perf_counter() - start)
+        return result
+
+    def _bar(self, epoch: int, steps: int):
+        if not (self.dist.is_main and self.cfg.train.progress and sys.stderr.isatty()):
+            return None  # a log file gets the one line per epoch, not carriage-return bar frames
+        from tqdm import tqdm
+
+        return tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False, dynamic_ncols=True)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs`` (continuing a resumed run), then test, export and summarise."""
+        cfg, main = self.cfg, self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            self.recorder = Recorder(self.run_dir)
+        model = self._wrap()
+        try:
+            for epoch in range(self.state.epoch, cfg.train.epochs):
+                start = time.perf_counter()
+                record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+                record.update(self.train_one_epoch(model, epoch))
+                if self.data.val is not None:
+                    val = evaluate(model, self.data.val, self.dist.device, cfg.train.amp)
+                    record.update({f"val/{k}": v for k, v in val.items()})
+                record["time_s"] = time.perf_counter() - start
+                self._end_epoch(epoch, record)
+            return self._finish(model)
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+            D.teardown()
+
+    def _end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        s = self.state
+        s.epoch, s.wall_time = epoch + 1, s.wall_time + record["time_s"]
+        s.history.append(record)
+        score = record.get("val/acc1/main", float(epoch))  # no validation split: the last epoch is the best
+        improved = score >= s.best_val  # on ties the later epoch (lower lr) wins
+        if improved:
+            s.best_val, s.best_epoch = score, epoch + 1
+        if self.dist.is_main:
+            ckpt = self._checkpoint()
+            save_atomic(ckpt, self.run_dir / "last.pt")
+            if improved:
+                save_atomic(ckpt, self.run_dir / "best.pt")
+            self.recorder.write(s.history)
+            print(self._epoch_line(record), flush=True)
+        D.barrier()
+
+    def _input_size(self) -> list[int]:
+        train = self.data.bundle.train
+        if hasattr(train, "images"):
+            return list(train.images.shape[1:])
+        size = self.cfg.data.image_size or 224
+        return [self.in_channels, size, size]
+
+    def _epoch_line(self, r: dict[str, Any]) -> str:
+        heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in r.items() if k.startswith("val/acc1/"))
+        return (f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  train acc "
+                f"{r['train/acc1']:.2f}  val acc [{heads}]  lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  "
+                f"{r['time_s']:.1f}s")
+
+    def _finish(self, model: nn.Module) -> dict[str, Any]:
+        cfg, device = self.cfg, self.dist.device
+        test_last = evaluate(model, self.data.test, device, cfg.train.amp)
+        best_path = self.run_dir / "best.pt"
+        D.barrier()
+        if best_path.is_file() and self.state.best_epoch != self.state.epoch:
+            load_state(unwrap(self.model), load_file(best_path, FORMAT)["model"], f"checkpoint {best_path}")
+        test_best = evaluate(model, self.data.test, device, cfg.train.amp) if self.state.best_epoch != self.state.epoch else test_last
+        best_record = self.state.history[self.state.best_epoch - 1] if self.state.history else {}
+        val_best = {k.removeprefix("val/"): v for k, v in best_record.items() if k.startswith("val/")}
+        summary = {
+            "test_acc1": test_best["acc1/main"],
+            "test_acc1_last": test_last["acc1/main"],
+            "best_val_acc1": val_best.get("acc1/main"),
+            "best_epoch": self.state.best_epoch,
+            "epochs": self.state.epoch,
+            "wall_time_s": self.state.wall_time,
+            "test": test_best,
+            "test_last": test_last,
+            "val_best": val_best,
+            "run_dir": str(self.run_dir),
+            "world_size": self.dist.world,
+            "device": str(device),
+            "versions": {"dhm": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "config": self.config_dict,
+        }
+        if self.dist.is_main:
+            backbone = strip(unwrap(self.model))
+            meta = {"classes": self.data.bundle.classes, "mean": list(self.data.bundle.mean),
+                    "std": list(self.data.bundle.std), "config": self.config_dict, "input_size": self._input_size()}
+            save_atomic(deploy_payload(backbone, model_spec(cfg, self.data.num_classes, self.in_channels), meta),
+                        self.run_dir / "deploy.pt")
+            plot_history(self.state.history, self.run_dir)
+            heads = unwrap(self.model).head_names if isinstance(unwrap(self.model), DHMModel) else ("main",)
+            print(summary_table(list(heads), val_best, test_best, test_last), flush=True)
+            tmp = self.run_dir / ".summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(self.run_dir / "summary.json")
+        return summary
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg`` and return its summary (what ``summary.json`` holds)."""
+    return Trainer(cfg).fit()

@@ -127,7 +127,8 @@ def read_cifar(name: str, cfg: DataConfig) -> Bundle:
         download(fmt.url, root / fmt.archive, fmt.md5)
     blobs = _members(root, fmt, cfg.verify_md5)
     meta = _unpickle(blobs[fmt.meta], fmt.meta)
-    classes = [c.decode() if isinstance(c, bytes) else c for c in meta.get(fmt.names_key.encode(), [])]
+    names = meta.get(fmt.names_key.encode(), meta.get(fmt.names_key, []))  # python-2 pickles have bytes keys
+    classes = [c.decode() if isinstance(c, bytes) else c for c in names]
     return Bundle(
         train=_source([(n, blobs[n]) for n in fmt.train], fmt),
         test=_source([(fmt.test, blobs[fmt.test])], fmt),

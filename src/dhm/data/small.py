@@ -44,10 +44,10 @@ def synthetic(cfg: DataConfig) -> Bundle:
 
     def make(n: int) -> TensorSource:
         labels = torch.randint(0, classes, (n,), generator=g)
-        shifts = torch.randint(-3, 4, (n, 2), generator=g)
+        shifts = torch.randint(-2, 3, (n, 2), generator=g)
         images = templates[labels]
         images = torch.stack([im.roll((int(dy), int(dx)), (1, 2)) for im, (dy, dx) in zip(images, shifts)])
-        images = 128 + 45 * images + 40 * torch.randn(images.shape, generator=g)
+        images = 128 + 80 * images + 25 * torch.randn(images.shape, generator=g)
         return TensorSource(images.round().clamp(0, 255).to(torch.uint8), labels)
 
     return Bundle(train=make(cfg.train_size), test=make(cfg.test_size), classes=[str(c) for c in range(classes)],

@@ -96,6 +96,8 @@ class Trainer:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.dist = D.setup(cfg.train.device)
+        if cfg.train.sync_bn and self.dist.device.type != "cuda":
+            raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         D.seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.data = build_data(cfg, self.dist)
         self.in_channels = cfg.model.in_channels or self.data.bundle.channels

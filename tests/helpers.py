@@ -1,0 +1,21 @@
+"""Running the real ``dhm`` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SMOKE = ["train.progress=false", "data.train_size=256", "data.test_size=128", "data.val_size=64", "data.batch_size=32"]
+
+
+def dhm(*args: str, cwd: Path | None = None, timeout: float = 300, torchrun: int = 0) -> subprocess.CompletedProcess:
+    """``python -m dhm ARGS`` (or under ``torchrun --nproc_per_node=N``), output captured as text."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
+               "-m", "dhm", *args]
+    else:
+        cmd = [sys.executable, "-m", "dhm", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

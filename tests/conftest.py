@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import os
+
+# The read-only datasets beside the checkout (CI has them); DHM_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("DHM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _import_torchvision():

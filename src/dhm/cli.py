@@ -94,6 +94,35 @@ def cmd_config(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from .bench import run_bench, save, to_markdown
+
+    compile_options = tuple({"off": False, "on": True}[c] for c in _csv(ns.compile))
+    best = None
+    if ns.best:
+        precision, fmt, compiled = _csv(ns.best)
+        best = (precision, fmt, compiled == "on")
+    result = run_bench(ns.model, ns.classes, ns.batch, _csv(ns.suite), _csv(ns.modes), _csv(ns.precisions),
+                       _csv(ns.formats), compile_options, tuple(int(b) for b in _csv(ns.batches)), ns.steps,
+                       ns.warmup, ns.device, best)
+    save(result, ns.json, ns.markdown)
+    print(to_markdown(result))
+    return 0
+
+
+def cmd_compare(ns: argparse.Namespace) -> int:
+    from .compare import run_compare, to_markdown
+
+    result = run_compare(ns.recipe, ns.seeds, _csv(ns.modes), ns.overrides, ns.out)
+    print(to_markdown(result))
+    print(result["root"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dhm", description="Dynamic Hierarchical Mimicking: train, evaluate, export.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +144,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["safetensors", "pt", "torchscript", "onnx"])
     p.add_argument("--output", "-o", default=None, help="output file (default: next to the checkpoint)")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("bench", help="measure training and inference speed, memory and cost growth",
+                       description="Throughput (median of timed steps after warm-up) and memory of ce/dsl/dhm training "
+                                   "steps across precision, memory format and torch.compile; inference of the stripped "
+                                   "model; step time against branches and batch size next to the FLOP ratio.")
+    p.add_argument("--model", default="cifar_resnet32")
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--suite", default="speed,inference,growth", help="any of speed, inference, growth")
+    p.add_argument("--modes", default="ce,dsl,dhm")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--formats", default="nchw,channels_last")
+    p.add_argument("--compile", default="off,on", help="off, on or both")
+    p.add_argument("--batches", default="32,64,128,256", help="batch sizes of the growth suite")
+    p.add_argument("--best", default="", help="precision,format,compile for the inference/growth suites, "
+                                              "e.g. bf16,channels_last,off (default fp32,nchw,off)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--markdown", default=None, help="write the markdown tables here")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("compare", help="train every mode x seed of a recipe and tabulate mean +- std",
+                       description="Runs each mode (ce, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
+                                   "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.")
+    p.add_argument("recipe")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--modes", default="ce,dsl,dhm")
+    p.add_argument("--out", default=None, help="folder of the runs (default runs/compare/<recipe>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("models", help="list registered models and their paper branch layouts")
     p.add_argument("pattern", nargs="?", default="*")

@@ -1,0 +1,279 @@
+"""``dhm bench``: what DHM costs. Training-step throughput and memory of ce / dsl / dhm across precision, memory
+format and torch.compile; inference of the stripped model against the plain backbone; cost growth with the number
+of branches and the batch size next to the FLOP ratio. One process, synthetic inputs on the device, medians of
+timed steps after warm-up (synchronised on GPUs)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .branches import BranchSpec, DHMModel, strip
+from .engine.dist import pick_device
+from .engine.trainer import autocast
+from .losses import MimicLoss
+from .models import create_model, paper_branches
+from .version import __version__
+
+PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class Case:
+    """One measured setting."""
+
+    suite: str
+    model: str
+    mode: str = "dhm"
+    precision: str = "fp32"
+    memory_format: str = "nchw"
+    compile: bool = False
+    batch: int = 128
+    branches: int = 2  # paper branches kept (3 = paper + one more, see ``branch_specs``)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def branch_specs(model: str, count: int) -> list[BranchSpec]:
+    """The first ``count`` paper branches; a third one is a 1x-width copy of the last stage after the
+    second-to-last (the paper's figure draws three heads)."""
+    paper = list(paper_branches(model))
+    if count <= len(paper):
+        return paper[:count]
+    head1 = paper[0]
+    return paper + [BranchSpec(head1.fork, head1.depths, 1.0)] * (count - len(paper))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(model: str, batch: int, classes: int, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    size = 224 if model.startswith("resnet") else 32
+    x = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, classes, (batch,), device=device)
+
+
+def _build(case: Case, classes: int, device: torch.device) -> nn.Module:
+    branches = "none" if case.mode == "ce" or case.branches == 0 else branch_specs(case.model, case.branches)
+    model = create_model(case.model, num_classes=classes, branches=branches).to(device)
+    return model.to(memory_format=torch.channels_last) if case.memory_format == "channels_last" else model
+
+
+def _time(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def saved_activation_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward during ``fn()`` (what dominates training memory)."""
+    total = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def train_step_fn(model: nn.Module, case: Case, x: Tensor, y: Tensor, device: torch.device):
+    """One optimizer step of ``case`` (forward, loss, backward, SGD update), as the engine does it."""
+    loss_fn = MimicLoss(mode=case.mode).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    forward = torch.compile(model) if case.compile else model
+    amp = PRECISIONS[case.precision]
+    model.train()
+
+    def step() -> None:
+        with autocast(device, amp):
+            loss = loss_fn(forward(x), y)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, forward, loss_fn, amp
+
+
+def measure_train(case: Case, classes: int, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = _build(case, classes, device)
+    x, y = _inputs(case.model, case.batch, classes, device, case.memory_format == "channels_last")
+    step, forward, loss_fn, amp = train_step_fn(model, case, x, y, device)
+    times = _time(step, steps, warmup + (3 if case.compile else 0), device)
+    median = statistics.median(times)
+    row = {"ms_per_step": 1000 * median, "images_per_s": case.batch / median,
+           "ms_iqr": 1000 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0])
+           if len(times) >= 4 else 0.0}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        def fwd() -> None:
+            with autocast(device, amp):
+                loss_fn(model(x), y)["loss"].backward()
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        row["saved_activations_mb"] = saved_activation_bytes(fwd) / 2**20
+        row["param_grad_momentum_mb"] = 3 * params / 2**20
+        model.zero_grad(set_to_none=True)
+    return row
+
+
+def count_flops(case: Case, classes: int, device: torch.device) -> int:
+    """FLOPs of one training step (forward + backward) at fp32, counted by torch.utils.flop_counter."""
+    model = _build(Case(**{**asdict(case), "compile": False, "memory_format": "nchw"}), classes, device)
+    x, y = _inputs(case.model, case.batch, classes, device, False)
+    loss_fn = MimicLoss(mode=case.mode)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(x), y)["loss"].backward()
+    return counter.get_total_flops()
+
+
+def measure_inference(model_name: str, classes: int, batch: int, device: torch.device, steps: int, warmup: int,
+                      precision: str, memory_format: str) -> list[dict[str, Any]]:
+    """Eval throughput: the plain backbone, the stripped branched model (must be equal) and every head."""
+    torch.manual_seed(0)
+    branched = _build(Case("inference", model_name, memory_format=memory_format), classes, device).eval()
+    plain = create_model(model_name, num_classes=classes, branches="none").to(device).eval()
+    if memory_format == "channels_last":
+        plain = plain.to(memory_format=torch.channels_last)
+    stripped = strip(branched)
+    x, _ = _inputs(model_name, batch, classes, device, memory_format == "channels_last")
+    amp = PRECISIONS[precision]
+    rows = []
+    runs = {"plain backbone": plain, "stripped DHM model": stripped, "DHM model, eval mode": branched}
+    for name, module in runs.items():
+        with torch.inference_mode(), autocast(device, amp):
+            times = _time(lambda m=module: m(x), steps, warmup, device)
+        rows.append({"what": name, "images_per_s": batch / statistics.median(times)})
+    assert isinstance(branched, DHMModel)
+    with torch.inference_mode(), autocast(device, amp):
+        times = _time(lambda: branched.forward_heads(x), steps, warmup, device)
+    rows.append({"what": "every head (forward_heads)", "images_per_s": batch / statistics.median(times)})
+    return rows
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {"device": str(device), "torch": torch.__version__, "dhm": __version__, "python": platform.python_version(),
+           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 128, suites: tuple[str, ...] = ("speed",),
+              modes: tuple[str, ...] = ("ce", "dsl", "dhm"), precisions: tuple[str, ...] = ("fp32", "bf16"),
+              formats: tuple[str, ...] = ("nchw", "channels_last"), compile_options: tuple[bool, ...] = (False, True),
+              batches: tuple[int, ...] = (32, 64, 128, 256), steps: int = 10, warmup: int = 3,
+              device: str = "auto", best: tuple[str, str, bool] | None = None) -> dict[str, Any]:
+    """Run the requested suites (``speed``, ``inference``, ``growth``) and return rows plus the environment.
+
+    Example:
+        >>> result = run_bench("cifar_resnet32", suites=("speed",), steps=5)
+        >>> print(to_markdown(result))
+    """
+    dev = pick_device(device)
+    rows: list[dict[str, Any]] = []
+    if "speed" in suites:
+        for precision in precisions:
+            for fmt in formats:
+                for compiled in compile_options:
+                    for mode in modes:
+                        case = Case("speed", model, mode, precision, fmt, compiled, batch)
+                        rows.append({**asdict(case), **measure_train(case, classes, dev, steps, warmup)})
+        flops = {m: count_flops(Case("speed", model, m, batch=batch), classes, dev) for m in modes}
+        for row in rows:
+            row["gflops_per_step"] = flops[row["mode"]] / 1e9
+    if "inference" in suites:
+        precision, fmt, _ = best or ("fp32", "nchw", False)
+        for row in measure_inference(model, classes, batch, dev, steps * 2, warmup, precision, fmt):
+            rows.append({"suite": "inference", "model": model, "precision": precision, "memory_format": fmt,
+                         "batch": batch, **row})
+    if "growth" in suites:
+        precision, fmt, compiled = best or ("fp32", "nchw", False)
+        plain = None
+        for count in (0, 1, 2, 3):
+            mode = "ce" if count == 0 else "dhm"
+            case = Case("growth", model, mode, precision, fmt, compiled, batch, count)
+            row = {**asdict(case), **measure_train(case, classes, dev, steps, warmup),
+                   "gflops_per_step": count_flops(case, classes, dev) / 1e9}
+            plain = plain or row
+            row["time_ratio"] = row["ms_per_step"] / plain["ms_per_step"]
+            row["flop_ratio"] = row["gflops_per_step"] / plain["gflops_per_step"]
+            rows.append(row)
+        for b in batches:
+            ref = None
+            for mode, count in (("ce", 0), ("dhm", 2)):
+                case = Case("growth-batch", model, mode, precision, fmt, compiled, b, count)
+                row = {**asdict(case), **measure_train(case, classes, dev, steps, warmup),
+                       "gflops_per_step": count_flops(case, classes, dev) / 1e9}
+                ref = ref or row
+                row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
+                row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
+                rows.append(row)
+    return {"environment": environment(dev), "model": model, "classes": classes, "rows": rows}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """Markdown tables of a ``run_bench`` result, one per suite."""
+    env = result["environment"]
+    out = [f"`{result['model']}`, {result['classes']} classes; {env['device']} ({env.get('gpu', env['processor'])}), "
+           f"{env['threads']} threads, torch {env['torch']}, dhm {env['dhm']}", ""]
+    columns = {
+        "speed": ["mode", "precision", "memory_format", "compile", "batch", "images_per_s", "ms_per_step",
+                  "gflops_per_step", "saved_activations_mb", "peak_memory_mb"],
+        "inference": ["what", "precision", "memory_format", "batch", "images_per_s"],
+        "growth": ["branches", "mode", "precision", "memory_format", "compile", "batch", "ms_per_step",
+                   "time_ratio", "flop_ratio"],
+        "growth-batch": ["batch", "mode", "branches", "ms_per_step", "images_per_s", "time_ratio", "flop_ratio"],
+    }
+    for suite, cols in columns.items():
+        rows = [r for r in result["rows"] if r["suite"] == suite]
+        if not rows:
+            continue
+        cols = [c for c in cols if any(c in r for r in rows)]
+        out += [f"**{suite}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def save(result: dict[str, Any], json_path: str | None, markdown_path: str | None) -> None:
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(to_markdown(result) + "\n")
+
+
+__all__ = ["Case", "count_flops", "run_bench", "save", "to_markdown"]

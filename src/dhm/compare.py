@@ -1,0 +1,133 @@
+"""``dhm compare``: every mode x every seed under one recipe, resumable, then a mean +- std table and a plot.
+
+Modes are named override sets, so plain training, deep supervision, DHM and its dynamic variants run under the
+same recipe, data split and schedule. Finished runs (with ``summary.json``) are skipped; unfinished ones resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config
+from .registry import Registry
+
+COMPARE_MODES: Registry[Callable[[Config], list[str]]] = Registry("comparison mode")
+
+
+def _mode(name: str, *overrides: str) -> None:
+    COMPARE_MODES.register(name)(lambda cfg: list(overrides))
+
+
+_mode("ce", "loss.mode=ce")
+_mode("dsl", "loss.mode=dsl")
+_mode("dhm", "loss.mode=dhm")
+_mode("dhm-official", "loss.mode=dhm", "loss.dynamic=official")
+_mode("dhm-bernoulli", "loss.mode=dhm", "loss.dynamic=bernoulli(0.5)")
+_mode("dhm-fork", "loss.mode=dhm", "model.dynamic_fork=true")
+COMPARE_MODES.register("dhm-rampup")(  # a quarter of the run, sigmoid shape
+    lambda cfg: ["loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"])
+
+
+def run_dir(root: Path, mode: str, seed: int) -> Path:
+    return root / mode / f"seed{seed}"
+
+
+def run_compare(recipe: str, seeds: int, modes: Sequence[str], overrides: Sequence[str] = (),
+                out: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or skip, or resume) every mode x seed, then summarise. Returns the summary dict.
+
+    Example:
+        >>> run_compare("demo", seeds=3, modes=["ce", "dsl", "dhm"], overrides=["train.epochs=5"])
+    """
+    from .engine import train
+
+    base = load_config(recipe, overrides)
+    root = Path(out) if out else Path(base.train.runs_root) / "compare" / base.name
+    for mode in modes:
+        COMPARE_MODES.get(mode)
+    for mode in modes:
+        for seed in range(seeds):
+            directory = run_dir(root, mode, seed)
+            if (directory / "summary.json").is_file():
+                log(f"[compare] {mode} seed {seed}: done, skipped")
+                continue
+            extra = [*COMPARE_MODES.get(mode)(base), f"train.seed={seed}", f"train.out_dir={directory}",
+                     "train.resume=auto"]
+            log(f"[compare] {mode} seed {seed}: training in {directory}")
+            train(load_config(recipe, [*overrides, *extra]))
+    result = summarise(root, modes, seeds)
+    result["recipe"], result["overrides"] = recipe, list(overrides)
+    (root / "compare.json").write_text(json.dumps(result, indent=1))
+    (root / "compare.md").write_text(to_markdown(result) + "\n")
+    plot(result, root / "compare.png")
+    return result
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values), "values": values}
+
+
+def summarise(root: Path, modes: Sequence[str], seeds: int) -> dict[str, Any]:
+    """Mean +- std (sample std) over seeds of the test accuracy of the checkpoint chosen on validation, of the last
+    epoch, and of the best validation accuracy."""
+    rows = {}
+    for mode in modes:
+        summaries = [json.loads((run_dir(root, mode, s) / "summary.json").read_text()) for s in range(seeds)]
+        rows[mode] = {
+            "test_best": _stats([s["test_acc1"] for s in summaries]),
+            "test_last": _stats([s["test_acc1_last"] for s in summaries]),
+            "val_best": _stats([s["best_val_acc1"] for s in summaries if s["best_val_acc1"] is not None] or [math.nan]),
+            "wall_time_s": _stats([s["wall_time_s"] for s in summaries]),
+            "epochs": summaries[0]["epochs"],
+        }
+    return {"root": str(root), "seeds": seeds, "modes": rows}
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The comparison table, plus each mode's difference to ``ce`` and ``dsl`` in units of the pooled std."""
+    rows = result["modes"]
+    lines = ["| mode | n | test acc, best-val ckpt (%) | test acc, last epoch (%) | best val acc (%) | time/run (s) |",
+             "|---|---|---|---|---|---|"]
+    for mode, r in rows.items():
+        cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" for k in ("test_best", "test_last", "val_best")]
+        lines.append(f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |")
+    lines.append("")
+    for ref in ("ce", "dsl"):
+        if ref not in rows:
+            continue
+        for mode, r in rows.items():
+            if mode == ref:
+                continue
+            a, b = r["test_best"], rows[ref]["test_best"]
+            pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2) or float("nan")
+            diff = a["mean"] - b["mean"]
+            lines.append(f"* {mode} - {ref}: {diff:+.2f} points (test, best-val checkpoint) = {diff / pooled:+.1f} "
+                         f"pooled std")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Per-seed test accuracies (dots) and mean +- std (bars) per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(result["modes"])
+    fig, ax = plt.subplots(figsize=(1.3 * len(modes) + 2, 4))
+    for i, mode in enumerate(modes):
+        s = result["modes"][mode]["test_best"]
+        ax.errorbar(i, s["mean"], yerr=s["std"], fmt="s", capsize=6, color="C0")
+        ax.plot([i] * len(s["values"]), s["values"], "o", color="C1", alpha=0.6)
+    ax.set_xticks(range(len(modes)), modes, rotation=20)
+    ax.set_ylabel("test top-1 (%), checkpoint chosen on validation")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

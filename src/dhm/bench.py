@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .branches import BranchSpec, DHMModel, strip
 from .engine.dist import pick_device
-from .engine.trainer import autocast
+from .engine.precision import autocast
 from .losses import MimicLoss
 from .models import create_model, paper_branches
 from .version import __version__
@@ -176,6 +176,40 @@ def measure_inference(model_name: str, classes: int, batch: int, device: torch.d
     return rows
 
 
+def measure_data(batch: int, device: torch.device, channels_last: bool, steps: int) -> dict[str, Any]:
+    """Throughput of the in-memory data path alone: index, pad-crop, flip, normalise a CIFAR-shaped batch."""
+    from .data import TensorSource, build_loader
+
+    n = batch * steps
+    source = TensorSource(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 100, (n,)))
+    loader = build_loader(source, train=True, batch_size=batch, augment="cifar", mean=(0.5,) * 3, std=(0.25,) * 3,
+                          device=device, channels_last=channels_last)
+    _sync(device)
+    start = time.perf_counter()
+    for x, _ in loader:
+        pass
+    _sync(device)
+    return {"what": "data path (in-memory, crop+flip+normalise)", "images_per_s": n / (time.perf_counter() - start)}
+
+
+def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[str, Any]:
+    """Images/s of the real engine's training epoch (loader, loss dict, meters, scheduler) on synthetic data, to
+    compare with the bare step: the bookkeeping must not show."""
+    from .config import load_config
+    from .engine import Trainer
+
+    overrides = [f"model.name={case.model}", f"model.num_classes={classes}", "data.name=synthetic",
+                 f"data.num_classes={classes}", f"data.train_size={case.batch * steps}", "data.val_size=0",
+                 f"data.batch_size={case.batch}", f"loss.mode={case.mode}", "train.progress=false",
+                 f"train.amp={PRECISIONS[case.precision]}", f"train.channels_last={case.memory_format != 'nchw'}",
+                 f"train.compile={case.compile}", f"train.device={device}", "train.out_dir=/dev/null/unused",
+                 "model.widths=null"]
+    trainer = Trainer(load_config("smoke", overrides))
+    model = trainer._wrap()
+    trainer.train_one_epoch(model, 0)  # warm-up (and compilation)
+    return {"engine_images_per_s": trainer.train_one_epoch(model, 1)["images_per_s"]}
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     env = {"device": str(device), "torch": torch.__version__, "dhm": __version__, "python": platform.python_version(),
            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
@@ -207,8 +241,18 @@ def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 12
         flops = {m: count_flops(Case("speed", model, m, batch=batch), classes, dev) for m in modes}
         for row in rows:
             row["gflops_per_step"] = flops[row["mode"]] / 1e9
+        slowest = next(r for r in rows if r["mode"] == modes[-1])
+        fastest = max((r for r in rows if r["mode"] == modes[-1]), key=lambda r: r["images_per_s"])
+        for row in (slowest, fastest):
+            row.update(measure_engine(Case(**{k: row[k] for k in asdict(Case("", ""))}), classes, device, steps))
+        for row in rows:
+            row["speedup"] = row["images_per_s"] / next(
+                r["images_per_s"] for r in rows if r["mode"] == row["mode"])  # against the first setting
+        best = best or (fastest["precision"], fastest["memory_format"], fastest["compile"])
     if "inference" in suites:
         precision, fmt, _ = best or ("fp32", "nchw", False)
+        rows.append({"suite": "inference", "model": model, "batch": batch,
+                     **measure_data(batch, dev, fmt == "channels_last", steps * 2)})
         for row in measure_inference(model, classes, batch, dev, steps * 2, warmup, precision, fmt):
             rows.append({"suite": "inference", "model": model, "precision": precision, "memory_format": fmt,
                          "batch": batch, **row})
@@ -234,7 +278,7 @@ def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 12
                 row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
                 row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
                 rows.append(row)
-    return {"environment": environment(dev), "model": model, "classes": classes, "rows": rows}
+    return {"environment": environment(dev), "model": model, "classes": classes, "best": best, "rows": rows}
 
 
 def _fmt(value: Any) -> str:
@@ -249,8 +293,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     out = [f"`{result['model']}`, {result['classes']} classes; {env['device']} ({env.get('gpu', env['processor'])}), "
            f"{env['threads']} threads, torch {env['torch']}, dhm {env['dhm']}", ""]
     columns = {
-        "speed": ["mode", "precision", "memory_format", "compile", "batch", "images_per_s", "ms_per_step",
-                  "gflops_per_step", "saved_activations_mb", "peak_memory_mb"],
+        "speed": ["mode", "precision", "memory_format", "compile", "batch", "images_per_s", "speedup", "ms_per_step",
+                  "engine_images_per_s", "gflops_per_step", "saved_activations_mb", "param_grad_momentum_mb",
+                  "peak_memory_mb"],
         "inference": ["what", "precision", "memory_format", "batch", "images_per_s"],
         "growth": ["branches", "mode", "precision", "memory_format", "compile", "batch", "ms_per_step",
                    "time_ratio", "flop_ratio"],

@@ -41,6 +41,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine import dist
     from .engine.build import build_data, build_model
     from .engine.checkpoint import FORMAT, load_file, load_state
+    from .engine.precision import resolve_amp, resolve_channels_last
     from .engine.trainer import evaluate
 
     ckpt = load_file(ns.checkpoint, FORMAT)
@@ -49,12 +50,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         _set_dotted(data, *parse_override(text))
     cfg = config_from_dict(data)
     info = dist.setup(cfg.train.device)
-    plan = build_data(cfg, info)
+    amp = resolve_amp(cfg.train.amp, info.device)
+    plan = build_data(cfg, info, resolve_channels_last(cfg.train.channels_last, info.device))
     model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
     load_state(model, ckpt["model"], f"checkpoint {ns.checkpoint}")
     splits = [("val", plan.val), ("test", plan.test)] if plan.val is not None else [("test", plan.test)]
     for name, loader in splits:
-        result = evaluate(model, loader, info.device, cfg.train.amp, heads=ns.heads)
+        result = evaluate(model, loader, info.device, amp, heads=ns.heads)
         accs = "  ".join(f"{k.removeprefix('acc1/')} {v:.2f}" for k, v in result.items() if k.startswith("acc1/"))
         print(f"{name}: top-1 % {accs}  (loss {result['loss']:.4f})")
     return 0

@@ -67,8 +67,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower); resume then reproduces weights exactly
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "off"  # off | bf16 | fp16 (fp16 uses a grad scaler)
-    channels_last: bool = False
+    amp: str = "auto"  # auto (bf16 where native) | off | bf16 | fp16 (fp16 uses a grad scaler)
+    channels_last: bool | str = "auto"  # auto (CUDA and oneDNN CPUs) | true | false
     compile: bool = False  # torch.compile the model
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP

@@ -64,7 +64,7 @@ class DataPlan:
     num_classes: int
 
 
-def build_data(cfg: Config, dist: DistInfo) -> DataPlan:
+def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> DataPlan:
     """Read the dataset, carve the validation split, check labels, and build the three loaders."""
     try:
         bundle = build_dataset(cfg.data)
@@ -77,7 +77,7 @@ def build_data(cfg: Config, dist: DistInfo) -> DataPlan:
             raise DataError(f"{split} label {int(src.labels.max())} is out of range for {num_classes} classes "
                             f"(model.num_classes)")
     common = dict(augment=cfg.data.augment, mean=bundle.mean, std=bundle.std, device=dist.device,
-                  rank=dist.rank, world=dist.world, channels_last=cfg.train.channels_last,
+                  rank=dist.rank, world=dist.world, channels_last=channels_last,
                   image_size=cfg.data.image_size, workers=cfg.data.workers)
     try:
         train = build_loader(train_src, train=True, batch_size=cfg.data.batch_size, seed=cfg.train.seed,

@@ -26,16 +26,8 @@ from .checkpoint import (FORMAT, check_compatible, deploy_payload, load_file, lo
                          save_atomic, unpack_numpy_rng)
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_history
+from .precision import autocast, resolve_amp, resolve_channels_last
 from .recorder import Recorder, summary_table
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision context of ``train.amp`` (a no-op for ``off``)."""
-    dtype = AMP_DTYPES[amp]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", heads: bool = True) -> dict[str, float]:
@@ -89,27 +81,27 @@ class Trainer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.config_dict = to_dict(cfg)
-        if cfg.train.amp not in AMP_DTYPES:
-            raise ConfigError(f"train.amp must be one of {', '.join(AMP_DTYPES)}, got {cfg.train.amp!r}")
         if cfg.train.accum_steps < 1 or cfg.train.epochs < 1:
             raise ConfigError("train.accum_steps and train.epochs must be >= 1")
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.dist = D.setup(cfg.train.device)
+        self.amp = resolve_amp(cfg.train.amp, self.dist.device)
+        self.channels_last = resolve_channels_last(cfg.train.channels_last, self.dist.device)
         if cfg.train.sync_bn and self.dist.device.type != "cuda":
             raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         D.seed_everything(cfg.train.seed, cfg.train.deterministic)
-        self.data = build_data(cfg, self.dist)
+        self.data = build_data(cfg, self.dist, self.channels_last)
         self.in_channels = cfg.model.in_channels or self.data.bundle.channels
         self.model = build_model(cfg, self.data.num_classes, self.in_channels).to(self.dist.device)
-        if cfg.train.channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         heads = self.model.head_names if isinstance(self.model, DHMModel) else None
         self.loss_fn = build_loss(cfg, heads).to(self.dist.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = self._steps()
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=cfg.train.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.amp == "fp16")
         self.state = RunState()
         self.run_dir = self._run_dir()
         self.recorder: Recorder | None = None
@@ -223,7 +215,7 @@ class Trainer:
             last_micro = micro == accum - 1
             sync = model.no_sync() if self.dist.distributed and not last_micro else contextlib.nullcontext()
             with sync:
-                with autocast(device, cfg.train.amp):
+                with autocast(device, self.amp):
                     out = model(x)
                     losses = self.loss_fn(out, y)
                 self.scaler.scale(losses["loss"] / accum).backward()
@@ -274,7 +266,7 @@ class Trainer:
                 record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
                 record.update(self.train_one_epoch(model, epoch))
                 if self.data.val is not None:
-                    val = evaluate(model, self.data.val, self.dist.device, cfg.train.amp)
+                    val = evaluate(model, self.data.val, self.dist.device, self.amp)
                     record.update({f"val/{k}": v for k, v in val.items()})
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
@@ -316,12 +308,12 @@ class Trainer:
 
     def _finish(self, model: nn.Module) -> dict[str, Any]:
         cfg, device = self.cfg, self.dist.device
-        test_last = evaluate(model, self.data.test, device, cfg.train.amp)
+        test_last = evaluate(model, self.data.test, device, self.amp)
         best_path = self.run_dir / "best.pt"
         D.barrier()
         if best_path.is_file() and self.state.best_epoch != self.state.epoch:
             load_state(unwrap(self.model), load_file(best_path, FORMAT)["model"], f"checkpoint {best_path}")
-        test_best = evaluate(model, self.data.test, device, cfg.train.amp) if self.state.best_epoch != self.state.epoch else test_last
+        test_best = evaluate(model, self.data.test, device, self.amp) if self.state.best_epoch != self.state.epoch else test_last
         best_record = self.state.history[self.state.best_epoch - 1] if self.state.history else {}
         val_best = {k.removeprefix("val/"): v for k, v in best_record.items() if k.startswith("val/")}
         summary = {

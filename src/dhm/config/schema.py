@@ -37,6 +37,7 @@ class DataConfig:
     verify_md5: bool = True  # refuse a cifar tarball whose md5 is not the official one
     val_size: float = 0.1  # held-out validation split from the training set: a fraction (< 1) or a count
     split_seed: int = 0  # seed of the validation split (fixed across training seeds)
+    train_subset: int = 0  # train on a seeded subset of this many images (0 = all), for quick comparisons
     batch_size: int = 128  # global batch per optimizer step, all processes and accumulation steps together
     eval_batch_size: int = 256
     workers: int = 4  # DataLoader workers for folder datasets

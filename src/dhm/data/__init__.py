@@ -3,7 +3,7 @@
 from . import cifar, folder, mnist, small  # noqa: F401  (registration side effect)
 from .loader import build_loader
 from .registry import DATASETS, build_dataset, list_datasets, register_dataset
-from .sources import Bundle, FileSource, TensorSource, split_validation
+from .sources import Bundle, FileSource, TensorSource, split_validation, take_subset
 
 __all__ = [
     "DATASETS",
@@ -15,4 +15,5 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "split_validation",
+    "take_subset",
 ]

@@ -61,6 +61,14 @@ class Bundle:
             self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
 
 
+def take_subset(source: Source, count: int, seed: int) -> Source:
+    """A seeded subset of ``count`` items (all of them when ``count`` is 0 or larger than the source)."""
+    if count <= 0 or count >= len(source):
+        return source
+    perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed + 1))
+    return source.subset(perm[:count].sort().values)
+
+
 def split_validation(source: Source, val_size: float, seed: int) -> tuple[Source, Source | None]:
     """Carve a seeded validation split from ``source``: ``val_size`` < 1 is a fraction, otherwise a count."""
     n = len(source)

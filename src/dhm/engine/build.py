@@ -9,7 +9,7 @@ from torch import nn
 
 from ..branches import BranchSpec
 from ..config.schema import Config
-from ..data import Bundle, build_dataset, build_loader, split_validation
+from ..data import Bundle, build_dataset, build_loader, split_validation, take_subset
 from ..errors import ConfigError, DataError
 from ..losses import MimicLoss
 from ..models import create_model
@@ -71,6 +71,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> Data
     except RegistryError as exc:
         raise ConfigError(f"data.name: {exc}") from None
     train_src, val_src = split_validation(bundle.train, cfg.data.val_size, cfg.data.split_seed)
+    train_src = take_subset(train_src, cfg.data.train_subset, cfg.data.split_seed)
     num_classes = cfg.model.num_classes or len(bundle.classes)
     for split, src in (("train", bundle.train), ("test", bundle.test)):
         if len(src.labels) and (int(src.labels.max()) >= num_classes or int(src.labels.min()) < 0):

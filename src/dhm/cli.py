@@ -196,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dhm`` console script and ``python -m dhm``."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (`dhm compare demo --seeds 3 train.epochs=5`)
+    target = "args" if ns.command == "train" else "overrides"
+    if extra and hasattr(ns, target) and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(ns, target, [*getattr(ns, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.fn(ns)
     except (DHMError, RegistryError) as exc:

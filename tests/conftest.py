@@ -4,12 +4,11 @@ two operator schemas are defined before importing it; its Python parts (models) 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import pytest
 import torch
-
-import os
 
 # The read-only datasets beside the checkout (CI has them); DHM_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("DHM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -14,8 +14,16 @@ def dhm(*args: str, cwd: Path | None = None, timeout: float = 300, torchrun: int
     """``python -m dhm ARGS`` (or under ``torchrun --nproc_per_node=N``), output captured as text."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
-               "-m", "dhm", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "dhm",
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "dhm", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -14,17 +14,29 @@ from dhm.compare import COMPARE_MODES, run_compare, summarise
 
 def test_flop_ratio_of_branches_grows_and_matches_the_layout():
     device = torch.device("cpu")
-    flops = [count_flops(Case("growth", "cifar_resnet20", "ce" if k == 0 else "dhm", batch=4, branches=k), 10, device)
-             for k in range(4)]
+    flops = [
+        count_flops(Case("growth", "cifar_resnet20", "ce" if k == 0 else "dhm", batch=4, branches=k), 10, device)
+        for k in range(4)
+    ]
     assert flops[0] < flops[1] < flops[2] < flops[3]
     assert 2.0 < flops[2] / flops[0] < 3.5  # METHOD.md: DHM costs about 1.6-2.8x the FLOPs of plain training
     assert len(branch_specs("cifar_resnet20", 3)) == 3
 
 
 def test_run_bench_rows_and_markdown(tmp_path):
-    result = run_bench("cifar_resnet20", classes=10, batch=8, suites=("speed", "inference", "growth"),
-                       modes=("ce", "dhm"), precisions=("fp32",), formats=("nchw",), compile_options=(False,),
-                       batches=(8,), steps=2, warmup=1)
+    result = run_bench(
+        "cifar_resnet20",
+        classes=10,
+        batch=8,
+        suites=("speed", "inference", "growth"),
+        modes=("ce", "dhm"),
+        precisions=("fp32",),
+        formats=("nchw",),
+        compile_options=(False,),
+        batches=(8,),
+        steps=2,
+        warmup=1,
+    )
     speed = [r for r in result["rows"] if r["suite"] == "speed"]
     assert {r["mode"] for r in speed} == {"ce", "dhm"} and all(r["images_per_s"] > 0 for r in speed)
     assert all("saved_activations_mb" in r for r in speed) and result["environment"]["threads"] >= 1
@@ -38,22 +50,32 @@ def test_run_bench_rows_and_markdown(tmp_path):
 
 def test_compare_runs_skips_and_tabulates(tmp_path):
     assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup"} <= set(COMPARE_MODES)
-    overrides = ["train.progress=false", "data.train_size=128", "data.test_size=64", "data.val_size=32",
-                 "data.batch_size=32", "train.epochs=1"]
+    overrides = [
+        "train.progress=false",
+        "data.train_size=128",
+        "data.test_size=64",
+        "data.val_size=32",
+        "data.batch_size=32",
+        "train.epochs=1",
+    ]
     result = run_compare("smoke", 2, ["ce", "dhm-official"], overrides, tmp_path, log=lambda s: None)
     for mode in ("ce", "dhm-official"):
         for seed in (0, 1):
             summary = json.loads((tmp_path / mode / f"seed{seed}" / "summary.json").read_text())
             assert summary["config"]["train"]["seed"] == seed
-    assert json.loads((tmp_path / "dhm-official" / "seed0" / "summary.json").read_text())["config"]["loss"][
-        "dynamic"] == "official"
+    assert (
+        json.loads((tmp_path / "dhm-official" / "seed0" / "summary.json").read_text())["config"]["loss"]["dynamic"]
+        == "official"
+    )
     assert result["modes"]["ce"]["test_best"]["n"] == 2
     assert (tmp_path / "compare.md").read_text().startswith("| mode | n |") and (tmp_path / "compare.png").is_file()
     logs = []
     run_compare("smoke", 2, ["ce"], overrides, tmp_path, log=logs.append)
     assert logs == ["[compare] ce seed 0: done, skipped", "[compare] ce seed 1: done, skipped"]
-    assert summarise(tmp_path, ["ce"], 2)["modes"]["ce"]["test_best"]["values"] == result["modes"]["ce"]["test_best"][
-        "values"]
+    assert (
+        summarise(tmp_path, ["ce"], 2)["modes"]["ce"]["test_best"]["values"]
+        == result["modes"]["ce"]["test_best"]["values"]
+    )
 
 
 def test_cli_bench_and_compare_help():

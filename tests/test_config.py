@@ -26,7 +26,12 @@ def test_base_merge_and_paper_settings():
     cfg = load_config("cifar100/wrn28_10_dhm")
     assert cfg.data.name == "cifar100" and cfg.data.batch_size == 128  # from _base_
     assert (cfg.model.dropout, cfg.optim.weight_decay, cfg.optim.milestones, cfg.optim.gamma, cfg.train.epochs) == (
-        0.3, 5e-4, [60, 120, 160], 0.2, 200)
+        0.3,
+        5e-4,
+        [60, 120, 160],
+        0.2,
+        200,
+    )
     assert load_config("cifar100/densenet_bc_100_12_ce").data.batch_size == 64
     assert load_config("cifar100/resnet110_dsl").loss.mode == "dsl"
     imagenet = load_config("imagenet/resnet50_dhm")
@@ -34,20 +39,34 @@ def test_base_merge_and_paper_settings():
 
 
 def test_overrides_are_typed():
-    cfg = load_config("demo", ["optim.lr=0.05", "optim.milestones=[3,6]", "train.epochs=3", "loss.dynamic=official",
-                               "model.num_classes=null", "train.amp=bf16"])
+    cfg = load_config(
+        "demo",
+        [
+            "optim.lr=0.05",
+            "optim.milestones=[3,6]",
+            "train.epochs=3",
+            "loss.dynamic=official",
+            "model.num_classes=null",
+            "train.amp=bf16",
+        ],
+    )
     assert (cfg.optim.lr, cfg.optim.milestones, cfg.train.epochs, cfg.loss.dynamic) == (0.05, [3.0, 6.0], 3, "official")
-    assert load_config("demo", ["optim.lr=1"]).optim.lr == 1.0 and isinstance(load_config("demo", ["optim.lr=1"]).optim.lr, float)
+    assert load_config("demo", ["optim.lr=1"]).optim.lr == 1.0 and isinstance(
+        load_config("demo", ["optim.lr=1"]).optim.lr, float
+    )
 
 
-@pytest.mark.parametrize("override,message", [
-    ("optim.lr_rate=0.1", "did you mean optim.lr?"),
-    ("optm.lr=0.1", "did you mean optim"),
-    ("train.epochs=2.5", "train.epochs expects int"),
-    ("optim.lr=fast", "optim.lr expects float"),
-    ("train.compile=3", "train.compile expects bool"),
-    ("epochs", "not key=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lr_rate=0.1", "did you mean optim.lr?"),
+        ("optm.lr=0.1", "did you mean optim"),
+        ("train.epochs=2.5", "train.epochs expects int"),
+        ("optim.lr=fast", "optim.lr expects float"),
+        ("train.compile=3", "train.compile expects bool"),
+        ("epochs", "not key=value"),
+    ],
+)
 def test_bad_overrides_fail_with_suggestions(override, message):
     with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
         load_config("demo", [override])

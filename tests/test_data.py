@@ -53,7 +53,9 @@ def test_cifar_tarball_is_read(tmp_path, name):
     assert bundle.classes[1] == "class1" and bundle.mean == FORMATS[name].mean
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg" / "batches.meta").is_file(), reason="official batches.meta absent")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "cifar10-jpeg" / "batches.meta").is_file(), reason="official batches.meta absent"
+)
 def test_cifar_official_meta_pickle(tmp_path):
     """The official python-2 meta pickle (bytes keys) gives the CIFAR-10 class names."""
     from dhm.data.cifar import _unpickle
@@ -136,7 +138,9 @@ def _write_folder(root, classes=("cat", "dog"), per_class=3, size=8):
         for c, name in enumerate(classes):
             (root / split / name).mkdir(parents=True)
             for i in range(per_class):
-                Image.fromarray(np.full((size, size, 3), 40 * c + i, dtype=np.uint8)).save(root / split / name / f"{i}.png")
+                Image.fromarray(np.full((size, size, 3), 40 * c + i, dtype=np.uint8)).save(
+                    root / split / name / f"{i}.png"
+                )
 
 
 @pytest.mark.parametrize("in_memory", [False, True])
@@ -145,8 +149,16 @@ def test_imagefolder_streamed_and_in_memory(tmp_path, in_memory):
     cfg = _data_cfg("data.name=imagefolder", f"data.root={tmp_path}", f"data.in_memory={str(in_memory).lower()}")
     bundle = build_dataset(cfg)
     assert bundle.classes == ["cat", "dog"] and len(bundle.train) == 6
-    loader = build_loader(bundle.test, train=False, batch_size=4, augment="none", mean=(0.0, 0.0, 0.0),
-                          std=(1.0, 1.0, 1.0), device=torch.device("cpu"), workers=0)
+    loader = build_loader(
+        bundle.test,
+        train=False,
+        batch_size=4,
+        augment="none",
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        device=torch.device("cpu"),
+        workers=0,
+    )
     xs, ys = zip(*loader)
     x, y = torch.cat(xs), torch.cat(ys)
     assert x.shape == (6, 3, 8, 8) and y.tolist() == [0, 0, 0, 1, 1, 1]
@@ -167,14 +179,15 @@ def test_batch_crop_and_flip_match_a_per_image_reference():
     out = apply_batch(images, AUGMENTS.get("cifar"), dy, dx, flips)
     for i in range(5):
         padded = torch.nn.functional.pad(images[i], (4, 4, 4, 4))
-        crop = padded[:, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        crop = padded[:, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
         assert torch.equal(out[i], crop.flip(2) if flips[i] else crop)
 
 
 def test_processes_and_accumulation_slice_the_same_global_batches():
     bundle = build_dataset(_data_cfg("data.name=synthetic", "data.train_size=96"))
-    common = dict(train=True, batch_size=32, augment="cifar", mean=bundle.mean, std=bundle.std,
-                  device=torch.device("cpu"), seed=5)
+    common = dict(
+        train=True, batch_size=32, augment="cifar", mean=bundle.mean, std=bundle.std, device=torch.device("cpu"), seed=5
+    )
     single = build_loader(bundle.train, **common)
     single.set_epoch(2)
     reference = list(single)

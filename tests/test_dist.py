@@ -10,8 +10,15 @@ from helpers import dhm
 
 pytestmark = pytest.mark.dist
 
-COMMON = ["smoke", "train.progress=false", "data.train_size=1024", "data.val_size=256", "data.test_size=256",
-          "data.batch_size=64", "optim.lr=0.1"]
+COMMON = [
+    "smoke",
+    "train.progress=false",
+    "data.train_size=1024",
+    "data.val_size=256",
+    "data.test_size=256",
+    "data.batch_size=64",
+    "optim.lr=0.1",
+]
 
 
 def _params(path):

@@ -22,8 +22,18 @@ from dhm.engine.checkpoint import FORMAT, load_file
 def test_trainer_in_process_writes_every_artifact(tmp_path):
     cfg = load_config("smoke", [*SMOKE, f"train.out_dir={tmp_path}"])
     summary = Trainer(cfg).fit()
-    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "deploy.pt", "summary.json",
-                 "loss.png", "accuracy.png", "lr.png"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "last.pt",
+        "best.pt",
+        "deploy.pt",
+        "summary.json",
+        "loss.png",
+        "accuracy.png",
+        "lr.png",
+    ):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "summary.json").read_text())
     for key in ("test_acc1", "test_acc1_last", "best_val_acc1", "epochs", "wall_time_s", "config"):
@@ -72,16 +82,29 @@ def _weights(path):
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """A run killed mid-epoch by SIGKILL and resumed with train.resume=auto ends with the same weights."""
-    args = ["smoke", "train.deterministic=true", "train.epochs=3", "train.progress=false", "data.train_size=1536",
-            "data.val_size=64", "data.test_size=64", "data.batch_size=32", "model.dynamic_fork=true",
-            "loss.dynamic=official"]
+    args = [
+        "smoke",
+        "train.deterministic=true",
+        "train.epochs=3",
+        "train.progress=false",
+        "data.train_size=1536",
+        "data.val_size=64",
+        "data.test_size=64",
+        "data.batch_size=32",
+        "model.dynamic_fork=true",
+        "loss.dynamic=official",
+    ]
     reference = dhm("train", *args, f"train.out_dir={tmp_path / 'ref'}")
     assert reference.returncode == 0, reference.stderr
 
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dhm", "train", *args, f"train.out_dir={killed}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dhm", "train", *args, f"train.out_dir={killed}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "last.pt").exists() and time.time() < deadline:  # epoch 1 is done ...
         time.sleep(0.05)
@@ -126,7 +149,9 @@ def test_corrupt_tarball_and_empty_folder_exit_2(tmp_path):
     assert result.returncode == 2 and "wrong md5" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "imgs" / "train" / "cat").mkdir(parents=True)
     result = dhm("train", "smoke", "data.name=imagefolder", f"data.root={tmp_path / 'imgs'}", cwd=tmp_path)
-    assert result.returncode == 2 and "no images found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 2 and "no images found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
@@ -142,8 +167,16 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist is not present")
 def test_real_mnist_run(tmp_path):
-    result = dhm("train", "mnist", f"data.root={SHARED_DATA / 'mnist'}", "train.epochs=1", "train.limit_batches=40",
-                 "data.val_size=1000", "train.progress=false", f"train.out_dir={tmp_path}")
+    result = dhm(
+        "train",
+        "mnist",
+        f"data.root={SHARED_DATA / 'mnist'}",
+        "train.epochs=1",
+        "train.limit_batches=40",
+        "data.val_size=1000",
+        "train.progress=false",
+        f"train.out_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test_acc1"] > 80  # 40 steps of 128 real digits already separate MNIST well

@@ -40,9 +40,20 @@ def test_paper_parameter_counts_exact(name):
 
 def test_every_registered_name_and_layout():
     expected = {
-        "cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_resnet110", "cifar_resnet1202",
-        "wrn16_8", "wrn28_10", "densenet40_12", "densenet_bc_100_12",
-        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "cifar_resnet20",
+        "cifar_resnet32",
+        "cifar_resnet56",
+        "cifar_resnet110",
+        "cifar_resnet1202",
+        "wrn16_8",
+        "wrn28_10",
+        "densenet40_12",
+        "densenet_bc_100_12",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
     }
     assert expected <= set(dhm.list_models())
     assert dhm.list_models("wrn*") == ["wrn16_8", "wrn28_10"]

@@ -122,18 +122,24 @@ def measure_train(case: Case, classes: int, device: torch.device, steps: int, wa
     step, forward, loss_fn, amp = train_step_fn(model, case, x, y, device)
     times = _time(step, steps, warmup + (3 if case.compile else 0), device)
     median = statistics.median(times)
-    row = {"ms_per_step": 1000 * median, "images_per_s": case.batch / median,
-           "ms_iqr": 1000 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0])
-           if len(times) >= 4 else 0.0}
+    row = {
+        "ms_per_step": 1000 * median,
+        "images_per_s": case.batch / median,
+        "ms_iqr": 1000 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0])
+        if len(times) >= 4
+        else 0.0,
+    }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         step()
         _sync(device)
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
+
         def fwd() -> None:
             with autocast(device, amp):
                 loss_fn(model(x), y)["loss"].backward()
+
         params = sum(p.numel() * p.element_size() for p in model.parameters())
         row["saved_activations_mb"] = saved_activation_bytes(fwd) / 2**20
         row["param_grad_momentum_mb"] = 3 * params / 2**20
@@ -152,8 +158,16 @@ def count_flops(case: Case, classes: int, device: torch.device) -> int:
     return counter.get_total_flops()
 
 
-def measure_inference(model_name: str, classes: int, batch: int, device: torch.device, steps: int, warmup: int,
-                      precision: str, memory_format: str) -> list[dict[str, Any]]:
+def measure_inference(
+    model_name: str,
+    classes: int,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    precision: str,
+    memory_format: str,
+) -> list[dict[str, Any]]:
     """Eval throughput: the plain backbone, the stripped branched model (must be equal) and every head."""
     torch.manual_seed(0)
     branched = _build(Case("inference", model_name, memory_format=memory_format), classes, device).eval()
@@ -182,8 +196,16 @@ def measure_data(batch: int, device: torch.device, channels_last: bool, steps: i
 
     n = batch * steps
     source = TensorSource(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 100, (n,)))
-    loader = build_loader(source, train=True, batch_size=batch, augment="cifar", mean=(0.5,) * 3, std=(0.25,) * 3,
-                          device=device, channels_last=channels_last)
+    loader = build_loader(
+        source,
+        train=True,
+        batch_size=batch,
+        augment="cifar",
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=device,
+        channels_last=channels_last,
+    )
     _sync(device)
     start = time.perf_counter()
     for x, _ in loader:
@@ -198,12 +220,23 @@ def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[st
     from .config import load_config
     from .engine import Trainer
 
-    overrides = [f"model.name={case.model}", f"model.num_classes={classes}", "data.name=synthetic",
-                 f"data.num_classes={classes}", f"data.train_size={case.batch * steps}", "data.val_size=0",
-                 f"data.batch_size={case.batch}", f"loss.mode={case.mode}", "train.progress=false",
-                 f"train.amp={PRECISIONS[case.precision]}", f"train.channels_last={case.memory_format != 'nchw'}",
-                 f"train.compile={case.compile}", f"train.device={device}", "train.out_dir=/dev/null/unused",
-                 "model.widths=null"]
+    overrides = [
+        f"model.name={case.model}",
+        f"model.num_classes={classes}",
+        "data.name=synthetic",
+        f"data.num_classes={classes}",
+        f"data.train_size={case.batch * steps}",
+        "data.val_size=0",
+        f"data.batch_size={case.batch}",
+        f"loss.mode={case.mode}",
+        "train.progress=false",
+        f"train.amp={PRECISIONS[case.precision]}",
+        f"train.channels_last={case.memory_format != 'nchw'}",
+        f"train.compile={case.compile}",
+        f"train.device={device}",
+        "train.out_dir=/dev/null/unused",
+        "model.widths=null",
+    ]
     trainer = Trainer(load_config("smoke", overrides))
     model = trainer._wrap()
     trainer.train_one_epoch(model, 0)  # warm-up (and compilation)
@@ -211,18 +244,34 @@ def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[st
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env = {"device": str(device), "torch": torch.__version__, "dhm": __version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "dhm": __version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
 
 
-def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 128, suites: tuple[str, ...] = ("speed",),
-              modes: tuple[str, ...] = ("ce", "dsl", "dhm"), precisions: tuple[str, ...] = ("fp32", "bf16"),
-              formats: tuple[str, ...] = ("nchw", "channels_last"), compile_options: tuple[bool, ...] = (False, True),
-              batches: tuple[int, ...] = (32, 64, 128, 256), steps: int = 10, warmup: int = 3,
-              device: str = "auto", best: tuple[str, str, bool] | None = None) -> dict[str, Any]:
+def run_bench(
+    model: str = "cifar_resnet32",
+    classes: int = 100,
+    batch: int = 128,
+    suites: tuple[str, ...] = ("speed",),
+    modes: tuple[str, ...] = ("ce", "dsl", "dhm"),
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    formats: tuple[str, ...] = ("nchw", "channels_last"),
+    compile_options: tuple[bool, ...] = (False, True),
+    batches: tuple[int, ...] = (32, 64, 128, 256),
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    best: tuple[str, str, bool] | None = None,
+) -> dict[str, Any]:
     """Run the requested suites (``speed``, ``inference``, ``growth``) and return rows plus the environment.
 
     Example:
@@ -247,23 +296,41 @@ def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 12
             row.update(measure_engine(Case(**{k: row[k] for k in asdict(Case("", ""))}), classes, device, steps))
         for row in rows:
             row["speedup"] = row["images_per_s"] / next(
-                r["images_per_s"] for r in rows if r["mode"] == row["mode"])  # against the first setting
+                r["images_per_s"] for r in rows if r["mode"] == row["mode"]
+            )  # against the first setting
         best = best or (fastest["precision"], fastest["memory_format"], fastest["compile"])
     if "inference" in suites:
         precision, fmt, _ = best or ("fp32", "nchw", False)
-        rows.append({"suite": "inference", "model": model, "batch": batch,
-                     **measure_data(batch, dev, fmt == "channels_last", steps * 2)})
+        rows.append(
+            {
+                "suite": "inference",
+                "model": model,
+                "batch": batch,
+                **measure_data(batch, dev, fmt == "channels_last", steps * 2),
+            }
+        )
         for row in measure_inference(model, classes, batch, dev, steps * 2, warmup, precision, fmt):
-            rows.append({"suite": "inference", "model": model, "precision": precision, "memory_format": fmt,
-                         "batch": batch, **row})
+            rows.append(
+                {
+                    "suite": "inference",
+                    "model": model,
+                    "precision": precision,
+                    "memory_format": fmt,
+                    "batch": batch,
+                    **row,
+                }
+            )
     if "growth" in suites:
         precision, fmt, compiled = best or ("fp32", "nchw", False)
         plain = None
         for count in (0, 1, 2, 3):
             mode = "ce" if count == 0 else "dhm"
             case = Case("growth", model, mode, precision, fmt, compiled, batch, count)
-            row = {**asdict(case), **measure_train(case, classes, dev, steps, warmup),
-                   "gflops_per_step": count_flops(case, classes, dev) / 1e9}
+            row = {
+                **asdict(case),
+                **measure_train(case, classes, dev, steps, warmup),
+                "gflops_per_step": count_flops(case, classes, dev) / 1e9,
+            }
             plain = plain or row
             row["time_ratio"] = row["ms_per_step"] / plain["ms_per_step"]
             row["flop_ratio"] = row["gflops_per_step"] / plain["gflops_per_step"]
@@ -272,8 +339,11 @@ def run_bench(model: str = "cifar_resnet32", classes: int = 100, batch: int = 12
             ref = None
             for mode, count in (("ce", 0), ("dhm", 2)):
                 case = Case("growth-batch", model, mode, precision, fmt, compiled, b, count)
-                row = {**asdict(case), **measure_train(case, classes, dev, steps, warmup),
-                       "gflops_per_step": count_flops(case, classes, dev) / 1e9}
+                row = {
+                    **asdict(case),
+                    **measure_train(case, classes, dev, steps, warmup),
+                    "gflops_per_step": count_flops(case, classes, dev) / 1e9,
+                }
                 ref = ref or row
                 row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
                 row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
@@ -290,15 +360,39 @@ def _fmt(value: Any) -> str:
 def to_markdown(result: dict[str, Any]) -> str:
     """Markdown tables of a ``run_bench`` result, one per suite."""
     env = result["environment"]
-    out = [f"`{result['model']}`, {result['classes']} classes; {env['device']} ({env.get('gpu', env['processor'])}), "
-           f"{env['threads']} threads, torch {env['torch']}, dhm {env['dhm']}", ""]
+    out = [
+        f"`{result['model']}`, {result['classes']} classes; {env['device']} ({env.get('gpu', env['processor'])}), "
+        f"{env['threads']} threads, torch {env['torch']}, dhm {env['dhm']}",
+        "",
+    ]
     columns = {
-        "speed": ["mode", "precision", "memory_format", "compile", "batch", "images_per_s", "speedup", "ms_per_step",
-                  "engine_images_per_s", "gflops_per_step", "saved_activations_mb", "param_grad_momentum_mb",
-                  "peak_memory_mb"],
+        "speed": [
+            "mode",
+            "precision",
+            "memory_format",
+            "compile",
+            "batch",
+            "images_per_s",
+            "speedup",
+            "ms_per_step",
+            "engine_images_per_s",
+            "gflops_per_step",
+            "saved_activations_mb",
+            "param_grad_momentum_mb",
+            "peak_memory_mb",
+        ],
         "inference": ["what", "precision", "memory_format", "batch", "images_per_s"],
-        "growth": ["branches", "mode", "precision", "memory_format", "compile", "batch", "ms_per_step",
-                   "time_ratio", "flop_ratio"],
+        "growth": [
+            "branches",
+            "mode",
+            "precision",
+            "memory_format",
+            "compile",
+            "batch",
+            "ms_per_step",
+            "time_ratio",
+            "flop_ratio",
+        ],
         "growth-batch": ["batch", "mode", "branches", "ms_per_step", "images_per_s", "time_ratio", "flop_ratio"],
     }
     for suite, cols in columns.items():

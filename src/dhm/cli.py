@@ -73,8 +73,9 @@ def cmd_models(ns: argparse.Namespace) -> int:
     from .models import list_models, paper_branches
 
     for name in list_models(ns.pattern):
-        layout = "; ".join(f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "")
-                           for s in paper_branches(name))
+        layout = "; ".join(
+            f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "") for s in paper_branches(name)
+        )
         print(f"{name:22s} paper branches: {layout}")
     return 0
 
@@ -108,9 +109,21 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     if ns.best:
         precision, fmt, compiled = _csv(ns.best)
         best = (precision, fmt, compiled == "on")
-    result = run_bench(ns.model, ns.classes, ns.batch, _csv(ns.suite), _csv(ns.modes), _csv(ns.precisions),
-                       _csv(ns.formats), compile_options, tuple(int(b) for b in _csv(ns.batches)), ns.steps,
-                       ns.warmup, ns.device, best)
+    result = run_bench(
+        ns.model,
+        ns.classes,
+        ns.batch,
+        _csv(ns.suite),
+        _csv(ns.modes),
+        _csv(ns.precisions),
+        _csv(ns.formats),
+        compile_options,
+        tuple(int(b) for b in _csv(ns.batches)),
+        ns.steps,
+        ns.warmup,
+        ns.device,
+        best,
+    )
     save(result, ns.json, ns.markdown)
     print(to_markdown(result))
     return 0
@@ -129,9 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dhm", description="Dynamic Hierarchical Mimicking: train, evaluate, export.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a recipe (default: demo)",
-                       description="Train RECIPE (a bundled name or a YAML path; default demo) with dotted overrides, "
-                                   "e.g. `dhm train demo train.epochs=5 optim.lr=0.05`. Prints the run directory last.")
+    p = sub.add_parser(
+        "train",
+        help="train a recipe (default: demo)",
+        description="Train RECIPE (a bundled name or a YAML path; default demo) with dotted overrides, "
+        "e.g. `dhm train demo train.epochs=5 optim.lr=0.05`. Prints the run directory last.",
+    )
     p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value ...]")
     p.set_defaults(fn=cmd_train)
 
@@ -147,10 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, help="output file (default: next to the checkpoint)")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("bench", help="measure training and inference speed, memory and cost growth",
-                       description="Throughput (median of timed steps after warm-up) and memory of ce/dsl/dhm training "
-                                   "steps across precision, memory format and torch.compile; inference of the stripped "
-                                   "model; step time against branches and batch size next to the FLOP ratio.")
+    p = sub.add_parser(
+        "bench",
+        help="measure training and inference speed, memory and cost growth",
+        description="Throughput (median of timed steps after warm-up) and memory of ce/dsl/dhm training "
+        "steps across precision, memory format and torch.compile; inference of the stripped "
+        "model; step time against branches and batch size next to the FLOP ratio.",
+    )
     p.add_argument("--model", default="cifar_resnet32")
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--batch", type=int, default=128)
@@ -160,8 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="nchw,channels_last")
     p.add_argument("--compile", default="off,on", help="off, on or both")
     p.add_argument("--batches", default="32,64,128,256", help="batch sizes of the growth suite")
-    p.add_argument("--best", default="", help="precision,format,compile for the inference/growth suites, "
-                                              "e.g. bf16,channels_last,off (default fp32,nchw,off)")
+    p.add_argument(
+        "--best",
+        default="",
+        help="precision,format,compile for the inference/growth suites, "
+        "e.g. bf16,channels_last,off (default fp32,nchw,off)",
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto")
@@ -169,9 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, help="write the markdown tables here")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("compare", help="train every mode x seed of a recipe and tabulate mean +- std",
-                       description="Runs each mode (ce, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
-                                   "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.")
+    p = sub.add_parser(
+        "compare",
+        help="train every mode x seed of a recipe and tabulate mean +- std",
+        description="Runs each mode (ce, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
+        "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
+    )
     p.add_argument("recipe")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--modes", default="ce,dsl,dhm")

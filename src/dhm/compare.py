@@ -29,15 +29,22 @@ _mode("dhm-official", "loss.mode=dhm", "loss.dynamic=official")
 _mode("dhm-bernoulli", "loss.mode=dhm", "loss.dynamic=bernoulli(0.5)")
 _mode("dhm-fork", "loss.mode=dhm", "model.dynamic_fork=true")
 COMPARE_MODES.register("dhm-rampup")(  # a quarter of the run, sigmoid shape
-    lambda cfg: ["loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"])
+    lambda cfg: ["loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"]
+)
 
 
 def run_dir(root: Path, mode: str, seed: int) -> Path:
     return root / mode / f"seed{seed}"
 
 
-def run_compare(recipe: str, seeds: int, modes: Sequence[str], overrides: Sequence[str] = (),
-                out: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_compare(
+    recipe: str,
+    seeds: int,
+    modes: Sequence[str],
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train (or skip, or resume) every mode x seed, then summarise. Returns the summary dict.
 
     Example:
@@ -55,8 +62,12 @@ def run_compare(recipe: str, seeds: int, modes: Sequence[str], overrides: Sequen
             if (directory / "summary.json").is_file():
                 log(f"[compare] {mode} seed {seed}: done, skipped")
                 continue
-            extra = [*COMPARE_MODES.get(mode)(base), f"train.seed={seed}", f"train.out_dir={directory}",
-                     "train.resume=auto"]
+            extra = [
+                *COMPARE_MODES.get(mode)(base),
+                f"train.seed={seed}",
+                f"train.out_dir={directory}",
+                "train.resume=auto",
+            ]
             log(f"[compare] {mode} seed {seed}: training in {directory}")
             train(load_config(recipe, [*overrides, *extra]))
     result = summarise(root, modes, seeds)
@@ -92,11 +103,15 @@ def summarise(root: Path, modes: Sequence[str], seeds: int) -> dict[str, Any]:
 def to_markdown(result: dict[str, Any]) -> str:
     """The comparison table, plus each mode's difference to ``ce`` and ``dsl`` in units of the pooled std."""
     rows = result["modes"]
-    lines = ["| mode | n | test acc, best-val ckpt (%) | test acc, last epoch (%) | best val acc (%) | time/run (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| mode | n | test acc, best-val ckpt (%) | test acc, last epoch (%) | best val acc (%) | time/run (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, r in rows.items():
         cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" for k in ("test_best", "test_last", "val_best")]
-        lines.append(f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |")
+        lines.append(
+            f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
+        )
     lines.append("")
     for ref in ("ce", "dsl"):
         if ref not in rows:
@@ -107,8 +122,9 @@ def to_markdown(result: dict[str, Any]) -> str:
             a, b = r["test_best"], rows[ref]["test_best"]
             pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2) or float("nan")
             diff = a["mean"] - b["mean"]
-            lines.append(f"* {mode} - {ref}: {diff:+.2f} points (test, best-val checkpoint) = {diff / pooled:+.1f} "
-                         f"pooled std")
+            lines.append(
+                f"* {mode} - {ref}: {diff:+.2f} points (test, best-val checkpoint) = {diff / pooled:+.1f} pooled std"
+            )
     return "\n".join(lines)
 
 

@@ -159,6 +159,12 @@ class MimicLoss(nn.Module):
             stopped = self.law(len(heads) * (len(heads) - 1), heads[0].device)
         alpha = self.alpha * self.ramp if self.rampup_epochs > 0 else self.alpha
         return mimic_loss(
-            heads, target, mode=self.mode, alpha=alpha, temperature=self.temperature, eps=self.eps,
-            stopped=stopped, names=self.head_names,
+            heads,
+            target,
+            mode=self.mode,
+            alpha=alpha,
+            temperature=self.temperature,
+            eps=self.eps,
+            stopped=stopped,
+            names=self.head_names,
         )

@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         """Decorator registering an object under ``name`` (default: its ``__name__``) with optional metadata."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__
             if key in self._items:
                 raise RegistryError(f"{self.kind} registry already has an entry named {key!r}")
             self._items[key] = obj

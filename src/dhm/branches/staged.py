@@ -16,13 +16,16 @@ from ..registry import Registry
 
 
 class StagedBackbone(nn.Module):
-    """Base class of dhm's own backbones. Subclasses set ``stage_names`` and implement the five hooks-free methods.
+    """Base class of dhm's own backbones: stem -> stages (``stage_names``) -> head, plus a stage builder.
 
-    ``forward`` is the plain composition stem -> stages -> head, exactly what the branched model runs for its
-    main head, so the deployed network and the trained main path are the same computation.
+    Subclasses implement ``forward_stem``, ``forward_head``, ``make_stage`` and ``stage_channels``; fresh branch
+    stages and heads (``build_stage``, ``build_head``) then come for free, initialised like the backbone.
+    ``forward`` is the plain composition, exactly what the branched model runs for its main head, so the deployed
+    network and the trained main path are the same computation.
     """
 
     stage_names: tuple[str, ...] = ()
+    head_pre_norm: bool = False  # BN-ReLU before pooling in the head (WRN, DenseNet)
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """Everything before the first stage."""
@@ -32,18 +35,24 @@ class StagedBackbone(nn.Module):
         """Everything after the last stage: (norm-activation,) pooling and the classifier."""
         raise NotImplementedError
 
-    def build_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
-        """A freshly initialised copy of stage ``index`` with ``blocks`` blocks at ``width`` times its width,
-        taking ``in_channels``; returns the stage and its output channels."""
-        raise NotImplementedError
-
-    def build_head(self, in_channels: int, num_classes: int) -> nn.Module:
-        """A freshly initialised head like the main one, for ``in_channels`` features."""
+    def make_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+        """Stage ``index`` with ``blocks`` blocks at ``width`` times its width, taking ``in_channels``; returns the
+        stage and its output channels."""
         raise NotImplementedError
 
     def stage_channels(self, index: int) -> int:
         """Output channels of stage ``index``."""
         raise NotImplementedError
+
+    def build_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+        """A freshly initialised stage for a branch (see ``make_stage``)."""
+        stage, out = self.make_stage(index, blocks, width, in_channels)
+        init_conv_bn(stage)
+        return stage, out
+
+    def build_head(self, in_channels: int, num_classes: int) -> nn.Module:
+        """A freshly initialised head like the main one, for ``in_channels`` features."""
+        return pooled_classifier(in_channels, num_classes, pre_norm=self.head_pre_norm)
 
     def stage_blocks(self, index: int) -> int:
         """Number of repeated blocks in stage ``index`` (a DenseNet stage's closing transition is not one)."""
@@ -51,8 +60,8 @@ class StagedBackbone(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        """Classes predicted by the main head."""
-        raise NotImplementedError
+        """Classes predicted by the main head (its ``fc`` layer)."""
+        return self.fc.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_stem(x)
@@ -118,10 +127,10 @@ class _OwnStaged(StageAdapter):
     def forward_head(self, net: nn.Module, x: Tensor) -> Tensor:
         return net.forward_head(x)
 
-    def build_stage(self, net, index, blocks, width, in_channels):  # noqa: D102 (documented on the base)
+    def build_stage(self, net, index, blocks, width, in_channels):
         return net.build_stage(index, blocks, width, in_channels)
 
-    def build_head(self, net, in_channels, num_classes):  # noqa: D102
+    def build_head(self, net, in_channels, num_classes):
         return net.build_head(in_channels, num_classes)
 
     def stage_channels(self, net: nn.Module, index: int) -> int:
@@ -189,12 +198,12 @@ def pooled_classifier(in_channels: int, num_classes: int, pre_norm: bool) -> nn.
 
 
 __all__ = [
-    "StagedBackbone",
     "StageAdapter",
-    "register_adapter",
+    "StagedBackbone",
     "find_adapter",
     "get_adapter",
     "init_conv_bn",
-    "scaled",
     "pooled_classifier",
+    "register_adapter",
+    "scaled",
 ]

@@ -41,14 +41,28 @@ class CifarFormat:
 
 FORMATS = {
     "cifar10": CifarFormat(
-        "cifar-10-python.tar.gz", "cifar-10-batches-py", "c58f30108f718f92721af3b95e74349a",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta", b"labels", "label_names",
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        "c58f30108f718f92721af3b95e74349a",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        "label_names",
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
     ),
     "cifar100": CifarFormat(
-        "cifar-100-python.tar.gz", "cifar-100-python", "eb9058c3a382ffc7106e4002c42a8d85",
-        ("train",), "test", "meta", b"fine_labels", "fine_label_names",
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        "cifar-100-python.tar.gz",
+        "cifar-100-python",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        ("train",),
+        "test",
+        "meta",
+        b"fine_labels",
+        "fine_label_names",
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -96,8 +110,10 @@ def _members(root: Path, fmt: CifarFormat, verify_md5: bool) -> dict[str, bytes]
         return {n: (folder / n).read_bytes() for n in names}
     archive = root / fmt.archive
     if verify_md5 and md5sum(archive) != fmt.md5:
-        raise DataError(f"{archive} has the wrong md5 (expected {fmt.md5}): corrupt or incomplete; delete it and "
-                        f"download again (or set data.verify_md5=false for a non-official archive)")
+        raise DataError(
+            f"{archive} has the wrong md5 (expected {fmt.md5}): corrupt or incomplete; delete it and "
+            f"download again (or set data.verify_md5=false for a non-official archive)"
+        )
     try:
         with tarfile.open(archive, "r:gz") as tar:
             return {n: tar.extractfile(f"{fmt.folder}/{n}").read() for n in names}
@@ -122,8 +138,10 @@ def read_cifar(name: str, cfg: DataConfig) -> Bundle:
     root = Path(cfg.root).expanduser()
     if not (root / fmt.folder).is_dir() and not (root / fmt.archive).is_file():
         if not cfg.download:
-            raise DataError(f"{name}: neither {root / fmt.archive} nor {root / fmt.folder}/ exists "
-                            f"(set data.root, or data.download=true to fetch {fmt.url})")
+            raise DataError(
+                f"{name}: neither {root / fmt.archive} nor {root / fmt.folder}/ exists "
+                f"(set data.root, or data.download=true to fetch {fmt.url})"
+            )
         download(fmt.url, root / fmt.archive, fmt.md5)
     blobs = _members(root, fmt, cfg.verify_md5)
     meta = _unpickle(blobs[fmt.meta], fmt.meta)
@@ -133,7 +151,9 @@ def read_cifar(name: str, cfg: DataConfig) -> Bundle:
         train=_source([(n, blobs[n]) for n in fmt.train], fmt),
         test=_source([(fmt.test, blobs[fmt.test])], fmt),
         classes=classes or [str(i) for i in range(10 if name == "cifar10" else 100)],
-        channels=3, mean=fmt.mean, std=fmt.std,
+        channels=3,
+        mean=fmt.mean,
+        std=fmt.std,
     )
 
 

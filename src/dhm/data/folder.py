@@ -60,7 +60,9 @@ def decode_all(source: FileSource, size: int | None, threads: int = 4) -> Tensor
         arrays = list(pool.map(lambda p: load_image(p, size), source.files, chunksize=256))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise DataError(f"in-memory image folders need one image size; found {sorted(shapes)[:3]} (set data.image_size)")
+        raise DataError(
+            f"in-memory image folders need one image size; found {sorted(shapes)[:3]} (set data.image_size)"
+        )
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return TensorSource(images, source.labels)
 

@@ -39,11 +39,14 @@ class Plan:
         if self.train:
             parts = self.world * self.accum
             if self.batch_size % parts:
-                raise DataError(f"data.batch_size={self.batch_size} must be divisible by processes x accum_steps "
-                                f"= {parts}")
+                raise DataError(
+                    f"data.batch_size={self.batch_size} must be divisible by processes x accum_steps = {parts}"
+                )
             if self.size < self.batch_size:
-                raise DataError(f"the training split has {self.size} images, fewer than one batch "
-                                f"(data.batch_size={self.batch_size})")
+                raise DataError(
+                    f"the training split has {self.size} images, fewer than one batch "
+                    f"(data.batch_size={self.batch_size})"
+                )
         self.micro = self.batch_size // (self.world * self.accum) if self.train else self.batch_size
 
     @property
@@ -58,11 +61,11 @@ class Plan:
         if not self.train:
             shard = torch.arange(self.rank, self.size, self.world)
             for step in range(self.steps):
-                yield shard[step * self.batch_size:(step + 1) * self.batch_size], step, slice(None)
+                yield shard[step * self.batch_size : (step + 1) * self.batch_size], step, slice(None)
             return
         perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(step_seed(self.seed, epoch, -1)))
         for step in range(self.steps):
-            batch = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
             for m in range(self.accum):
                 part = m * self.world + self.rank
                 sl = slice(part * self.micro, (part + 1) * self.micro)
@@ -70,9 +73,16 @@ class Plan:
 
 
 class _Base:
-    def __init__(self, source: Source, plan: Plan, preset: Preset, mean, std, device: torch.device,
-                 channels_last: bool) -> None:
-        self.source, self.plan, self.preset, self.device, self.channels_last = source, plan, preset, device, channels_last
+    def __init__(
+        self, source: Source, plan: Plan, preset: Preset, mean, std, device: torch.device, channels_last: bool
+    ) -> None:
+        self.source, self.plan, self.preset, self.device, self.channels_last = (
+            source,
+            plan,
+            preset,
+            device,
+            channels_last,
+        )
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.epoch = 0
@@ -141,15 +151,34 @@ class FileLoader(_Base):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         plan = list(self.plan.batches(self.epoch))
         sampler = [[(int(i), step_seed(self.plan.seed, self.epoch, int(i))) for i in index] for index, _, _ in plan]
-        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         for (images, labels), (_, step, sl) in zip(loader, plan):
             yield self._finish(images, step, sl), labels.to(self.device, non_blocking=True)
 
 
-def build_loader(source: Source, *, train: bool, batch_size: int, augment: str, mean, std,
-                 device: torch.device, seed: int = 0, rank: int = 0, world: int = 1, accum: int = 1,
-                 channels_last: bool = False, image_size: int | None = None, workers: int = 4) -> _Base:
+def build_loader(
+    source: Source,
+    *,
+    train: bool,
+    batch_size: int,
+    augment: str,
+    mean,
+    std,
+    device: torch.device,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    accum: int = 1,
+    channels_last: bool = False,
+    image_size: int | None = None,
+    workers: int = 4,
+) -> _Base:
     """A loader for ``source``: in-memory tensors stay on ``device``; files are read by ``workers`` processes.
 
     ``batch_size`` is the global batch when ``train`` (split over processes and accumulation steps) and the

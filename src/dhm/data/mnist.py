@@ -59,5 +59,11 @@ def mnist(cfg: DataConfig) -> Bundle:
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist (MNIST IDX files expected there)")
-    return Bundle(train=_split(root, "train"), test=_split(root, "test"), classes=[str(d) for d in range(10)],
-                  channels=1, mean=(0.1307,), std=(0.3081,))
+    return Bundle(
+        train=_split(root, "train"),
+        test=_split(root, "test"),
+        classes=[str(d) for d in range(10)],
+        channels=1,
+        mean=(0.1307,),
+        std=(0.3081,),
+    )

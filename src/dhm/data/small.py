@@ -50,5 +50,6 @@ def synthetic(cfg: DataConfig) -> Bundle:
         images = 128 + 80 * images + 25 * torch.randn(images.shape, generator=g)
         return TensorSource(images.round().clamp(0, 255).to(torch.uint8), labels)
 
-    return Bundle(train=make(cfg.train_size), test=make(cfg.test_size), classes=[str(c) for c in range(classes)],
-                  channels=3)
+    return Bundle(
+        train=make(cfg.train_size), test=make(cfg.test_size), classes=[str(c) for c in range(classes)], channels=3
+    )

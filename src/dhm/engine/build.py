@@ -38,8 +38,14 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         except TypeError as exc:
             raise ConfigError(f"model.branches: {exc}") from None
     try:
-        return create_model(spec["name"], num_classes=num_classes, branches=branches,
-                            dynamic_fork=cfg.model.dynamic_fork, in_channels=in_channels, **spec["kwargs"])
+        return create_model(
+            spec["name"],
+            num_classes=num_classes,
+            branches=branches,
+            dynamic_fork=cfg.model.dynamic_fork,
+            in_channels=in_channels,
+            **spec["kwargs"],
+        )
     except RegistryError as exc:
         raise ConfigError(f"model.name: {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -48,9 +54,16 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
 
 def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> MimicLoss:
     try:
-        return MimicLoss(mode=cfg.loss.mode, alpha=cfg.loss.alpha, temperature=cfg.loss.temperature,
-                         eps=cfg.loss.eps, dynamic=cfg.loss.dynamic, rampup_epochs=cfg.loss.rampup_epochs,
-                         rampup=cfg.loss.rampup, head_names=head_names)
+        return MimicLoss(
+            mode=cfg.loss.mode,
+            alpha=cfg.loss.alpha,
+            temperature=cfg.loss.temperature,
+            eps=cfg.loss.eps,
+            dynamic=cfg.loss.dynamic,
+            rampup_epochs=cfg.loss.rampup_epochs,
+            rampup=cfg.loss.rampup,
+            head_names=head_names,
+        )
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from None
 
@@ -75,14 +88,29 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> Data
     num_classes = cfg.model.num_classes or len(bundle.classes)
     for split, src in (("train", bundle.train), ("test", bundle.test)):
         if len(src.labels) and (int(src.labels.max()) >= num_classes or int(src.labels.min()) < 0):
-            raise DataError(f"{split} label {int(src.labels.max())} is out of range for {num_classes} classes "
-                            f"(model.num_classes)")
-    common = dict(augment=cfg.data.augment, mean=bundle.mean, std=bundle.std, device=dist.device,
-                  rank=dist.rank, world=dist.world, channels_last=channels_last,
-                  image_size=cfg.data.image_size, workers=cfg.data.workers)
+            raise DataError(
+                f"{split} label {int(src.labels.max())} is out of range for {num_classes} classes (model.num_classes)"
+            )
+    common = dict(
+        augment=cfg.data.augment,
+        mean=bundle.mean,
+        std=bundle.std,
+        device=dist.device,
+        rank=dist.rank,
+        world=dist.world,
+        channels_last=channels_last,
+        image_size=cfg.data.image_size,
+        workers=cfg.data.workers,
+    )
     try:
-        train = build_loader(train_src, train=True, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
-                             accum=cfg.train.accum_steps, **common)
+        train = build_loader(
+            train_src,
+            train=True,
+            batch_size=cfg.data.batch_size,
+            seed=cfg.train.seed,
+            accum=cfg.train.accum_steps,
+            **common,
+        )
         val = build_loader(val_src, train=False, batch_size=cfg.data.eval_batch_size, **common) if val_src else None
         test = build_loader(bundle.test, train=False, batch_size=cfg.data.eval_batch_size, **common)
     except RegistryError as exc:

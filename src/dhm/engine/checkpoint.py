@@ -17,8 +17,18 @@ from ..version import __version__
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
 # Config entries that must agree for a checkpoint to continue a run (epochs, paths, logging may change).
-IDENTITY_KEYS = ("name", "model", "loss", "data.name", "data.val_size", "data.split_seed", "data.batch_size",
-                 "optim", "train.seed", "train.accum_steps")
+IDENTITY_KEYS = (
+    "name",
+    "model",
+    "loss",
+    "data.name",
+    "data.val_size",
+    "data.split_seed",
+    "data.batch_size",
+    "optim",
+    "train.seed",
+    "train.accum_steps",
+)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -83,8 +93,9 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
     diffs = identity_mismatch(ckpt.get("config", {}), config)
     if diffs:
         shown = ", ".join(f"{k}: {_get(ckpt['config'], k)!r} != {_get(config, k)!r}" for k in diffs[:3])
-        raise CheckpointError(f"checkpoint {path} belongs to another run ({shown}); "
-                              f"use another train.out_dir or the same config")
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run ({shown}); use another train.out_dir or the same config"
+        )
 
 
 def load_state(module: torch.nn.Module, state: dict[str, Any], what: str) -> None:
@@ -99,8 +110,13 @@ def load_state(module: torch.nn.Module, state: dict[str, Any], what: str) -> Non
 def pack_numpy_rng(state: tuple) -> dict[str, Any]:
     """NumPy's RNG state in types ``weights_only`` loading accepts."""
     name, keys, pos, has_gauss, gauss = state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
 
 
 def unpack_numpy_rng(state: dict[str, Any]) -> tuple:

@@ -25,18 +25,24 @@ def load_deployable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     spec = obj.get("model_spec") if obj["format"] != DEPLOY_FORMAT else obj["model"]
     if not isinstance(spec, dict):
         raise CheckpointError(f"{path} does not say which model it holds")
-    model = create_model(spec["name"], num_classes=spec["num_classes"], branches="none",
-                         in_channels=spec["in_channels"], **spec["kwargs"])
+    model = create_model(
+        spec["name"],
+        num_classes=spec["num_classes"],
+        branches="none",
+        in_channels=spec["in_channels"],
+        **spec["kwargs"],
+    )
     if obj["format"] == DEPLOY_FORMAT:
         load_state(model, obj["state_dict"], f"deploy file {path}")
         payload = obj
     else:
         prefix = "backbone."
-        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
+        state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
         load_state(model, state, f"checkpoint {path}")
         cfg = obj.get("config", {})
-        payload = deploy_payload(model, spec, {"classes": obj.get("classes", []), "config": cfg,
-                                               "input_size": obj.get("input_size")})
+        payload = deploy_payload(
+            model, spec, {"classes": obj.get("classes", []), "config": cfg, "input_size": obj.get("input_size")}
+        )
     return model.eval(), payload
 
 
@@ -79,8 +85,14 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
         import onnx  # noqa: F401
     except ImportError:
         raise DHMError("onnx export needs the onnx package: pip install onnx onnxscript") from None
-    torch.onnx.export(model, (_example(payload),), str(out), input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (_example(payload),),
+        str(out),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+    )
 
 
 def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:

@@ -20,7 +20,11 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         return [r.get(key, float("nan")) for r in history]
 
     panels = [
-        ("loss.png", "loss per head (train)", [k for k in keys if k.startswith("train/ce/")] + ["train/kl", "train/loss"]),
+        (
+            "loss.png",
+            "loss per head (train)",
+            [k for k in keys if k.startswith("train/ce/")] + ["train/kl", "train/loss"],
+        ),
         ("accuracy.png", "top-1 accuracy per head (%)", [k for k in keys if k.startswith(("val/acc1/", "train/acc1"))]),
         ("lr.png", "learning rate", ["lr"]),
     ]

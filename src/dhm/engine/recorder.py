@@ -54,8 +54,9 @@ class Recorder:
             self.tb.close()
 
 
-def summary_table(heads: list[str], val: dict[str, float], test_best: dict[str, float],
-                  test_last: dict[str, float]) -> str:
+def summary_table(
+    heads: list[str], val: dict[str, float], test_best: dict[str, float], test_last: dict[str, float]
+) -> str:
     """A fixed-width table of top-1 accuracy (%) per head: validation and test of the best checkpoint, test of the
     last epoch."""
     rows = [("head", "val (best)", "test (best)", "test (last)")]

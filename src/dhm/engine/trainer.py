@@ -22,12 +22,21 @@ from ..errors import CheckpointError, ConfigError
 from ..version import __version__
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
-from .checkpoint import (FORMAT, check_compatible, deploy_payload, load_file, load_state, pack_numpy_rng,
-                         save_atomic, unpack_numpy_rng)
+from .checkpoint import (
+    FORMAT,
+    check_compatible,
+    deploy_payload,
+    load_file,
+    load_state,
+    pack_numpy_rng,
+    save_atomic,
+    unpack_numpy_rng,
+)
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_history
 from .precision import autocast, resolve_amp, resolve_channels_last
 from .recorder import Recorder, summary_table
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", heads: bool = True) -> dict[str, float]:
@@ -172,11 +181,20 @@ class Trainer:
         rng["numpy"] = pack_numpy_rng(rng["numpy"])
         s = self.state
         return {
-            "format": FORMAT, "dhm_version": __version__, "config": self.config_dict,
-            "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "state": {"epoch": s.epoch, "best_val": s.best_val, "best_epoch": s.best_epoch,
-                      "wall_time": s.wall_time, "history": s.history},
+            "format": FORMAT,
+            "dhm_version": __version__,
+            "config": self.config_dict,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": {
+                "epoch": s.epoch,
+                "best_val": s.best_val,
+                "best_epoch": s.best_epoch,
+                "wall_time": s.wall_time,
+                "history": s.history,
+            },
             "rng": rng,
             "model_spec": model_spec(self.cfg, self.data.num_classes, self.in_channels),
             "classes": self.data.bundle.classes,
@@ -233,8 +251,11 @@ class Trainer:
                 bar.update(1)
                 if step % 5 == 0 or step == steps - 1:
                     rate = seen * self.dist.world / (time.perf_counter() - start)
-                    bar.set_postfix(loss=f"{sums['loss'].item() / seen:.3f}",
-                                    acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}")
+                    bar.set_postfix(
+                        loss=f"{sums['loss'].item() / seen:.3f}",
+                        acc=f"{100 * correct.item() / seen:.1f}",
+                        img_s=f"{rate:.0f}",
+                    )
         if bar is not None:
             bar.close()
         totals = torch.stack([*sums.values(), correct.float(), torch.tensor(float(seen), device=device)])
@@ -302,9 +323,11 @@ class Trainer:
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
         heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in r.items() if k.startswith("val/acc1/"))
-        return (f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  train acc "
-                f"{r['train/acc1']:.2f}  val acc [{heads}]  lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  "
-                f"{r['time_s']:.1f}s")
+        return (
+            f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  train acc "
+            f"{r['train/acc1']:.2f}  val acc [{heads}]  lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  "
+            f"{r['time_s']:.1f}s"
+        )
 
     def _finish(self, model: nn.Module) -> dict[str, Any]:
         cfg, device = self.cfg, self.dist.device
@@ -313,7 +336,11 @@ class Trainer:
         D.barrier()
         if best_path.is_file() and self.state.best_epoch != self.state.epoch:
             load_state(unwrap(self.model), load_file(best_path, FORMAT)["model"], f"checkpoint {best_path}")
-        test_best = evaluate(model, self.data.test, device, self.amp) if self.state.best_epoch != self.state.epoch else test_last
+        test_best = (
+            evaluate(model, self.data.test, device, self.amp)
+            if self.state.best_epoch != self.state.epoch
+            else test_last
+        )
         best_record = self.state.history[self.state.best_epoch - 1] if self.state.history else {}
         val_best = {k.removeprefix("val/"): v for k, v in best_record.items() if k.startswith("val/")}
         summary = {
@@ -334,10 +361,17 @@ class Trainer:
         }
         if self.dist.is_main:
             backbone = strip(unwrap(self.model))
-            meta = {"classes": self.data.bundle.classes, "mean": list(self.data.bundle.mean),
-                    "std": list(self.data.bundle.std), "config": self.config_dict, "input_size": self._input_size()}
-            save_atomic(deploy_payload(backbone, model_spec(cfg, self.data.num_classes, self.in_channels), meta),
-                        self.run_dir / "deploy.pt")
+            meta = {
+                "classes": self.data.bundle.classes,
+                "mean": list(self.data.bundle.mean),
+                "std": list(self.data.bundle.std),
+                "config": self.config_dict,
+                "input_size": self._input_size(),
+            }
+            save_atomic(
+                deploy_payload(backbone, model_spec(cfg, self.data.num_classes, self.in_channels), meta),
+                self.run_dir / "deploy.pt",
+            )
             plot_history(self.state.history, self.run_dir)
             heads = unwrap(self.model).head_names if isinstance(unwrap(self.model), DHMModel) else ("main",)
             print(summary_table(list(heads), val_best, test_best, test_last), flush=True)

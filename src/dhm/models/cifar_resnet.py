@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..branches import BranchSpec, StagedBackbone
-from ..branches.staged import init_conv_bn, pooled_classifier, scaled
+from ..branches.staged import init_conv_bn, scaled
 from .registry import register_model
 
 
@@ -51,8 +51,9 @@ class CifarResNet(StagedBackbone):
     stage_names = ("layer1", "layer2", "layer3")
     strides = (1, 2, 2)
 
-    def __init__(self, depth: int = 32, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64),
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int = 32, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64), in_channels: int = 3
+    ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -63,16 +64,17 @@ class CifarResNet(StagedBackbone):
         self.relu = nn.ReLU(inplace=True)
         channels = widths[0]
         for i, name in enumerate(self.stage_names):
-            stage, channels = self._stage(i, n, 1.0, channels)
+            stage, channels = self.make_stage(i, n, 1.0, channels)
             setattr(self, name, stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_conv_bn(self)
 
-    def _stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+    def make_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
         out = scaled(self.widths[index], width)
-        layers = [BasicBlock(in_channels if b == 0 else out, out, self.strides[index] if b == 0 else 1)
-                  for b in range(blocks)]
+        layers = [
+            BasicBlock(in_channels if b == 0 else out, out, self.strides[index] if b == 0 else 1) for b in range(blocks)
+        ]
         return nn.Sequential(*layers), out
 
     def forward_stem(self, x: Tensor) -> Tensor:
@@ -81,20 +83,8 @@ class CifarResNet(StagedBackbone):
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(self.avgpool(x).flatten(1))
 
-    def build_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
-        stage, out = self._stage(index, blocks, width, in_channels)
-        init_conv_bn(stage)
-        return stage, out
-
-    def build_head(self, in_channels: int, num_classes: int) -> nn.Module:
-        return pooled_classifier(in_channels, num_classes, pre_norm=False)
-
     def stage_channels(self, index: int) -> int:
         return self.widths[index]
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features
 
 
 def _layout(n: int, head2: tuple[int, int] | None = None) -> list[BranchSpec]:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..branches import BranchSpec, StagedBackbone
-from ..branches.staged import init_conv_bn, pooled_classifier, scaled
+from ..branches.staged import init_conv_bn, scaled
 from .registry import register_model
 
 
@@ -26,7 +26,11 @@ class DenseLayer(nn.Module):
             inter = 4 * growth
             layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, inter, 1, bias=False)]
             in_channels = inter
-        layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, growth, 3, 1, 1, bias=False)]
+        layers += [
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, growth, 3, 1, 1, bias=False),
+        ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -49,6 +53,7 @@ class DenseNet(StagedBackbone):
     """conv -> three (dense block [+ transition]) stages -> BN-ReLU -> pool -> linear."""
 
     stage_names = ("block1", "block2", "block3")
+    head_pre_norm = True
 
     def __init__(
         self,
@@ -70,7 +75,7 @@ class DenseNet(StagedBackbone):
         channels = stem
         self._channels = []
         for i, name in enumerate(self.stage_names):
-            stage, channels = self._stage(i, n, 1.0, channels)
+            stage, channels = self.make_stage(i, n, 1.0, channels)
             setattr(self, name, stage)
             self._channels.append(channels)
         self.bn = nn.BatchNorm2d(channels)
@@ -79,7 +84,7 @@ class DenseNet(StagedBackbone):
         self.fc = nn.Linear(channels, num_classes)
         init_conv_bn(self)
 
-    def _stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+    def make_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
         growth = scaled(self.growth, width)
         layers: list[nn.Module] = []
         channels = in_channels
@@ -98,23 +103,11 @@ class DenseNet(StagedBackbone):
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
 
-    def build_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
-        stage, out = self._stage(index, blocks, width, in_channels)
-        init_conv_bn(stage)
-        return stage, out
-
-    def build_head(self, in_channels: int, num_classes: int) -> nn.Module:
-        return pooled_classifier(in_channels, num_classes, pre_norm=True)
-
     def stage_channels(self, index: int) -> int:
         return self._channels[index]
 
     def stage_blocks(self, index: int) -> int:
         return self.layers_per_block
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features
 
 
 @register_model([BranchSpec("block2", (12,), 3.0), BranchSpec("block1", (12, 6))])

@@ -23,8 +23,15 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -46,8 +53,15 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = _conv1x1(inplanes, width)
@@ -73,8 +87,9 @@ PLANES = (64, 128, 256, 512)
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def make_layer(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int,
-               groups: int = 1, base_width: int = 64) -> tuple[nn.Sequential, int]:
+def make_layer(
+    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int, groups: int = 1, base_width: int = 64
+) -> tuple[nn.Sequential, int]:
     """torchvision's ``_make_layer``, freshly initialised as torchvision does; returns the layer and its output
     channels."""
     out = planes * block.expansion
@@ -110,7 +125,7 @@ class TorchvisionResNetAdapter(StageAdapter):
     def forward_head(self, net: nn.Module, x: Tensor) -> Tensor:
         return net.fc(net.avgpool(x).flatten(1))
 
-    def build_stage(self, net, index, blocks, width, in_channels):  # noqa: D102 (documented on the base)
+    def build_stage(self, net, index, blocks, width, in_channels):
         block = BLOCKS[getattr(net, STAGES[0])[0].expansion]
         planes = scaled(PLANES[index], width)
         groups, base_width = getattr(net, "groups", 1), getattr(net, "base_width", 64)
@@ -144,8 +159,15 @@ class ResNet(nn.Module):
     ``torchvision.models.resnet50()`` itself, so both take one code path.
     """
 
-    def __init__(self, block: type[nn.Module], layers: tuple[int, int, int, int], num_classes: int = 1000,
-                 groups: int = 1, width_per_group: int = 64, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: tuple[int, int, int, int],
+        num_classes: int = 1000,
+        groups: int = 1,
+        width_per_group: int = 64,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         self.groups, self.base_width = groups, width_per_group
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -154,7 +176,9 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         channels = 64
         for i, (name, blocks) in enumerate(zip(STAGES, layers)):
-            layer, channels = make_layer(block, channels, PLANES[i], blocks, 1 if i == 0 else 2, groups, width_per_group)
+            layer, channels = make_layer(
+                block, channels, PLANES[i], blocks, 1 if i == 0 else 2, groups, width_per_group
+            )
             setattr(self, name, layer)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(channels, num_classes)

@@ -7,7 +7,7 @@ import math
 from torch import Tensor, nn
 
 from ..branches import BranchSpec, StagedBackbone
-from ..branches.staged import init_conv_bn, pooled_classifier, scaled
+from ..branches.staged import init_conv_bn, scaled
 from .registry import register_model
 
 
@@ -37,10 +37,12 @@ class WideResNet(StagedBackbone):
     """conv 16 -> three stages of ``n`` wide blocks (16k/32k/64k) -> BN-ReLU -> pool -> linear."""
 
     stage_names = ("block1", "block2", "block3")
+    head_pre_norm = True
     strides = (1, 2, 2)
 
-    def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 100, dropout: float = 0.0,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int = 28, widen: int = 10, num_classes: int = 100, dropout: float = 0.0, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
@@ -50,7 +52,7 @@ class WideResNet(StagedBackbone):
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         channels = 16
         for i, name in enumerate(self.stage_names):
-            stage, channels = self._stage(i, n, 1.0, channels)
+            stage, channels = self.make_stage(i, n, 1.0, channels)
             setattr(self, name, stage)
         self.bn = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
@@ -58,7 +60,7 @@ class WideResNet(StagedBackbone):
         self.fc = nn.Linear(channels, num_classes)
         init_conv_bn(self)
 
-    def _stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+    def make_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
         out = scaled(self.widths[index], width)
         layers = [
             WideBasic(in_channels if b == 0 else out, out, self.strides[index] if b == 0 else 1, self.dropout_rate)
@@ -72,20 +74,8 @@ class WideResNet(StagedBackbone):
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
 
-    def build_stage(self, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
-        stage, out = self._stage(index, blocks, width, in_channels)
-        init_conv_bn(stage)
-        return stage, out
-
-    def build_head(self, in_channels: int, num_classes: int) -> nn.Module:
-        return pooled_classifier(in_channels, num_classes, pre_norm=True)
-
     def stage_channels(self, index: int) -> int:
         return self.widths[index]
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features
 
 
 def _layout(n: int) -> list[BranchSpec]:

@@ -6,15 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${DHM_SHARED_DATA:-../shared/data}
 work=${DHM_WORK:-runs/data}
-modes=${MODES:-ce,dsl,dhm,dhm-official,dhm-bernoulli,dhm-fork}
 
-# 1. scikit-learn digits (bundled): the demo recipe, 10 epochs.
-dhm compare demo --seeds 3 --modes "$modes" --out runs/compare/digits train.epochs=10 train.progress=false
+# 1. scikit-learn digits (bundled): the demo recipe, 10 epochs, every mode.
+dhm compare demo --seeds 3 --modes "${DIGITS_MODES:-ce,dsl,dhm,dhm-official,dhm-bernoulli,dhm-fork}" \
+  --out runs/compare/digits train.epochs=10 train.progress=false
 
 # 2. CIFAR-10 JPEG folders: CIFAR ResNet-20, a 10,000-image training subset (5,000 held out for validation), the
 #    full 10,000-image test split, 10 epochs, cosine schedule (the 164-epoch schedule does not fit 2 CPU cores).
 mkdir -p "$work"
 [ -d "$work/CIFAR-10-images" ] || tar -xzf "$shared/cifar10-jpeg/CIFAR-10-images-jpeg.tar.gz" -C "$work"
-dhm compare cifar10-jpeg --seeds 3 --modes "$modes" --out runs/compare/cifar10-jpeg \
-  data.root="$work/CIFAR-10-images" model.name=cifar_resnet20 data.train_subset=10000 train.epochs=10 \
-  optim.schedule=cosine optim.warmup_epochs=1 optim.weight_decay=5.0e-4 data.eval_batch_size=500 train.progress=false
+dhm compare cifar10-jpeg --seeds 3 --modes "${CIFAR_MODES:-ce,dsl,dhm,dhm-official,dhm-fork}" \
+  --out runs/compare/cifar10-jpeg data.root="$work/CIFAR-10-images" model.name=cifar_resnet20 \
+  data.train_subset=10000 train.epochs=10 optim.schedule=cosine optim.warmup_epochs=1 optim.weight_decay=5.0e-4 \
+  data.eval_batch_size=500 train.progress=false

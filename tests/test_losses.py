@@ -113,6 +113,17 @@ def test_stopped_pairs_keep_their_value_but_lose_their_gradient():
         assert (got - expected).abs().max().item() < 1e-10
 
 
+def test_pair_terms_stay_float32_under_autocast():
+    """Autocast must not run the pair contraction in bf16 (it did: KL values were off by 1e-2)."""
+    heads, y = [z.detach().float() for z in _heads()], torch.randint(0, C, (B,))
+    reference = dhm.MimicLoss()(heads, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dhm.MimicLoss()(heads, y)
+    for key in reference:
+        assert got[key].dtype == torch.float32
+        torch.testing.assert_close(got[key], reference[key], rtol=1e-6, atol=1e-6)
+
+
 def test_bf16_logits_are_computed_in_float32():
     heads = [z.detach().to(torch.bfloat16) for z in _heads()]
     out = dhm.MimicLoss()(heads, torch.randint(0, C, (B,)))
@@ -179,3 +190,21 @@ def test_rampup_weights_and_set_progress():
     loss_fn.set_progress(2.0)
     out = loss_fn(heads, y)
     assert out["loss"].item() == pytest.approx(dsl.item() + 0.5 * out["kl"].item())
+
+
+def test_laws_at_the_extremes_reduce_to_dsl_and_static_gradients():
+    """bernoulli(1) stops every pair gradient: DSL's gradients with DHM's value; bernoulli(0) is static DHM."""
+    heads, y = _heads(), torch.randint(0, C, (B,))
+
+    def grads(loss_fn):
+        out = loss_fn(heads, y)
+        return out["loss"], torch.autograd.grad(out["loss"], heads)
+
+    all_stopped, static, dsl = grads(dhm.MimicLoss(dynamic="bernoulli(1.0)")), grads(dhm.MimicLoss()), grads(
+        dhm.MimicLoss(mode="dsl")
+    )
+    none_stopped = grads(dhm.MimicLoss(dynamic="bernoulli(0.0)"))
+    assert all_stopped[0].item() == pytest.approx(static[0].item())
+    for a, b, c, d in zip(all_stopped[1], dsl[1], none_stopped[1], static[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+        torch.testing.assert_close(c, d, rtol=0, atol=1e-14)

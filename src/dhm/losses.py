@@ -76,6 +76,12 @@ def mimic_loss(
     if mode not in MODES:
         raise ValueError(f"unknown loss mode {mode!r}; expected one of {', '.join(MODES)}")
     heads = [logits] if isinstance(logits, Tensor) else list(logits)
+    # Autocast would run the pair contraction (einsum -> bmm) in bf16/fp16: the whole loss stays in float32.
+    with torch.autocast(heads[0].device.type, enabled=False):
+        return _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names)
+
+
+def _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names) -> dict[str, Tensor]:
     names = list(names) if names is not None else ["main"] + [f"head{k}" for k in range(1, len(heads))]
     ce_all, mimic = MODES[mode]
     heads_ce = heads if ce_all else heads[:1]

@@ -8,7 +8,7 @@ shared=${DHM_SHARED_DATA:-../shared/data}
 work=${DHM_WORK:-runs/data}
 
 # 1. scikit-learn digits (bundled): the demo recipe, 10 epochs, every mode.
-dhm compare demo --seeds 3 --modes "${DIGITS_MODES:-ce,dsl,dhm,dhm-official,dhm-bernoulli,dhm-fork}" \
+dhm compare demo --seeds 3 --modes "${DIGITS_MODES:-ce,dsl,dhm,dhm-official,dhm-bernoulli,dhm-fork,dhm-rampup}" \
   --out runs/compare/digits train.epochs=10 train.progress=false
 
 # 2. CIFAR-10 JPEG folders: CIFAR ResNet-20, a 10,000-image training subset (5,000 held out for validation), the

@@ -48,6 +48,17 @@ def test_run_bench_rows_and_markdown(tmp_path):
     assert "**speed**" in text and "**growth**" in text and "| ce |" in text
 
 
+def test_modes_fully_specify_the_dynamic_options():
+    from dhm.config import load_config
+
+    demo = load_config("demo")  # the demo recipe ramps mimicking up; the "dhm" mode must not inherit that
+    assert demo.loss.rampup_epochs > 0
+    static = load_config("demo", COMPARE_MODES.get("dhm")(demo))
+    assert (static.loss.rampup_epochs, static.loss.dynamic, static.model.dynamic_fork) == (0, None, False)
+    ramp = load_config("demo", COMPARE_MODES.get("dhm-rampup")(demo))
+    assert ramp.loss.rampup_epochs == 3 and ramp.loss.rampup == "sigmoid"
+
+
 def test_compare_runs_skips_and_tabulates(tmp_path):
     assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup"} <= set(COMPARE_MODES)
     overrides = [

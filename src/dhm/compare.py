@@ -18,8 +18,12 @@ from .registry import Registry
 COMPARE_MODES: Registry[Callable[[Config], list[str]]] = Registry("comparison mode")
 
 
+# Every mode sets all the dynamic knobs, so a recipe's own choice (e.g. the demo's ramp-up) never leaks into "dhm".
+STATIC = ("loss.dynamic=null", "loss.rampup_epochs=0", "model.dynamic_fork=false")
+
+
 def _mode(name: str, *overrides: str) -> None:
-    COMPARE_MODES.register(name)(lambda cfg: list(overrides))
+    COMPARE_MODES.register(name)(lambda cfg: [*STATIC, *overrides])
 
 
 _mode("ce", "loss.mode=ce")
@@ -29,7 +33,7 @@ _mode("dhm-official", "loss.mode=dhm", "loss.dynamic=official")
 _mode("dhm-bernoulli", "loss.mode=dhm", "loss.dynamic=bernoulli(0.5)")
 _mode("dhm-fork", "loss.mode=dhm", "model.dynamic_fork=true")
 COMPARE_MODES.register("dhm-rampup")(  # a quarter of the run, sigmoid shape
-    lambda cfg: ["loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"]
+    lambda cfg: [*STATIC, "loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"]
 )
 
 

@@ -1,11 +1,7 @@
-"""``dhm bench``: what DHM costs. Training-step throughput and memory of ce / dsl / dhm across precision, memory
-format and torch.compile; inference of the stripped model against the plain backbone; cost growth with the number
-of branches and the batch size next to the FLOP ratio. One process, synthetic inputs on the device, medians of
-timed steps after warm-up (synchronised on GPUs)."""
+"""Measurements of one setting: a training step's time and memory, FLOPs, inference, the data path, the engine."""
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -16,12 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .branches import BranchSpec, DHMModel, strip
-from .engine.dist import pick_device
-from .engine.precision import autocast
-from .losses import MimicLoss
-from .models import create_model, paper_branches
-from .version import __version__
+from ..branches import BranchSpec, DHMModel, strip
+from ..engine.precision import autocast
+from ..losses import MimicLoss
+from ..models import create_model, paper_branches
+from ..version import __version__
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
@@ -119,7 +114,7 @@ def measure_train(case: Case, classes: int, device: torch.device, steps: int, wa
     torch.manual_seed(0)
     model = _build(case, classes, device)
     x, y = _inputs(case.model, case.batch, classes, device, case.memory_format == "channels_last")
-    step, forward, loss_fn, amp = train_step_fn(model, case, x, y, device)
+    step, _, loss_fn, amp = train_step_fn(model, case, x, y, device)
     times = _time(step, steps, warmup + (3 if case.compile else 0), device)
     median = statistics.median(times)
     row = {
@@ -192,7 +187,7 @@ def measure_inference(
 
 def measure_data(batch: int, device: torch.device, channels_last: bool, steps: int) -> dict[str, Any]:
     """Throughput of the in-memory data path alone: index, pad-crop, flip, normalise a CIFAR-shaped batch."""
-    from .data import TensorSource, build_loader
+    from ..data import TensorSource, build_loader
 
     n = batch * steps
     source = TensorSource(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 100, (n,)))
@@ -217,8 +212,8 @@ def measure_data(batch: int, device: torch.device, channels_last: bool, steps: i
 def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[str, Any]:
     """Images/s of the real engine's training epoch (loader, loss dict, meters, scheduler) on synthetic data, to
     compare with the bare step: the bookkeeping must not show."""
-    from .config import load_config
-    from .engine import Trainer
+    from ..config import load_config
+    from ..engine import Trainer
 
     overrides = [
         f"model.name={case.model}",
@@ -255,164 +250,3 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
-
-
-def run_bench(
-    model: str = "cifar_resnet32",
-    classes: int = 100,
-    batch: int = 128,
-    suites: tuple[str, ...] = ("speed",),
-    modes: tuple[str, ...] = ("ce", "dsl", "dhm"),
-    precisions: tuple[str, ...] = ("fp32", "bf16"),
-    formats: tuple[str, ...] = ("nchw", "channels_last"),
-    compile_options: tuple[bool, ...] = (False, True),
-    batches: tuple[int, ...] = (32, 64, 128, 256),
-    steps: int = 10,
-    warmup: int = 3,
-    device: str = "auto",
-    best: tuple[str, str, bool] | None = None,
-) -> dict[str, Any]:
-    """Run the requested suites (``speed``, ``inference``, ``growth``) and return rows plus the environment.
-
-    Example:
-        >>> result = run_bench("cifar_resnet32", suites=("speed",), steps=5)
-        >>> print(to_markdown(result))
-    """
-    dev = pick_device(device)
-    rows: list[dict[str, Any]] = []
-    if "speed" in suites:
-        for precision in precisions:
-            for fmt in formats:
-                for compiled in compile_options:
-                    for mode in modes:
-                        case = Case("speed", model, mode, precision, fmt, compiled, batch)
-                        rows.append({**asdict(case), **measure_train(case, classes, dev, steps, warmup)})
-        flops = {m: count_flops(Case("speed", model, m, batch=batch), classes, dev) for m in modes}
-        for row in rows:
-            row["gflops_per_step"] = flops[row["mode"]] / 1e9
-        slowest = next(r for r in rows if r["mode"] == modes[-1])
-        fastest = max((r for r in rows if r["mode"] == modes[-1]), key=lambda r: r["images_per_s"])
-        for row in (slowest, fastest):
-            row.update(measure_engine(Case(**{k: row[k] for k in asdict(Case("", ""))}), classes, device, steps))
-        for row in rows:
-            row["speedup"] = row["images_per_s"] / next(
-                r["images_per_s"] for r in rows if r["mode"] == row["mode"]
-            )  # against the first setting
-        best = best or (fastest["precision"], fastest["memory_format"], fastest["compile"])
-    if "inference" in suites:
-        precision, fmt, _ = best or ("fp32", "nchw", False)
-        rows.append(
-            {
-                "suite": "inference",
-                "model": model,
-                "batch": batch,
-                **measure_data(batch, dev, fmt == "channels_last", steps * 2),
-            }
-        )
-        for row in measure_inference(model, classes, batch, dev, steps * 2, warmup, precision, fmt):
-            rows.append(
-                {
-                    "suite": "inference",
-                    "model": model,
-                    "precision": precision,
-                    "memory_format": fmt,
-                    "batch": batch,
-                    **row,
-                }
-            )
-    if "growth" in suites:
-        precision, fmt, compiled = best or ("fp32", "nchw", False)
-        plain = None
-        for count in (0, 1, 2, 3):
-            mode = "ce" if count == 0 else "dhm"
-            case = Case("growth", model, mode, precision, fmt, compiled, batch, count)
-            row = {
-                **asdict(case),
-                **measure_train(case, classes, dev, steps, warmup),
-                "gflops_per_step": count_flops(case, classes, dev) / 1e9,
-            }
-            plain = plain or row
-            row["time_ratio"] = row["ms_per_step"] / plain["ms_per_step"]
-            row["flop_ratio"] = row["gflops_per_step"] / plain["gflops_per_step"]
-            rows.append(row)
-        for b in batches:
-            ref = None
-            for mode, count in (("ce", 0), ("dhm", 2)):
-                case = Case("growth-batch", model, mode, precision, fmt, compiled, b, count)
-                row = {
-                    **asdict(case),
-                    **measure_train(case, classes, dev, steps, warmup),
-                    "gflops_per_step": count_flops(case, classes, dev) / 1e9,
-                }
-                ref = ref or row
-                row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
-                row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
-                rows.append(row)
-    return {"environment": environment(dev), "model": model, "classes": classes, "best": best, "rows": rows}
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
-
-
-def to_markdown(result: dict[str, Any]) -> str:
-    """Markdown tables of a ``run_bench`` result, one per suite."""
-    env = result["environment"]
-    out = [
-        f"`{result['model']}`, {result['classes']} classes; {env['device']} ({env.get('gpu', env['processor'])}), "
-        f"{env['threads']} threads, torch {env['torch']}, dhm {env['dhm']}",
-        "",
-    ]
-    columns = {
-        "speed": [
-            "mode",
-            "precision",
-            "memory_format",
-            "compile",
-            "batch",
-            "images_per_s",
-            "speedup",
-            "ms_per_step",
-            "engine_images_per_s",
-            "gflops_per_step",
-            "saved_activations_mb",
-            "param_grad_momentum_mb",
-            "peak_memory_mb",
-        ],
-        "inference": ["what", "precision", "memory_format", "batch", "images_per_s"],
-        "growth": [
-            "branches",
-            "mode",
-            "precision",
-            "memory_format",
-            "compile",
-            "batch",
-            "ms_per_step",
-            "time_ratio",
-            "flop_ratio",
-        ],
-        "growth-batch": ["batch", "mode", "branches", "ms_per_step", "images_per_s", "time_ratio", "flop_ratio"],
-    }
-    for suite, cols in columns.items():
-        rows = [r for r in result["rows"] if r["suite"] == suite]
-        if not rows:
-            continue
-        cols = [c for c in cols if any(c in r for r in rows)]
-        out += [f"**{suite}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-        out.append("")
-    return "\n".join(out)
-
-
-def save(result: dict[str, Any], json_path: str | None, markdown_path: str | None) -> None:
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
-    if markdown_path:
-        with open(markdown_path, "w") as f:
-            f.write(to_markdown(result) + "\n")
-
-
-__all__ = ["Case", "count_flops", "run_bench", "save", "to_markdown"]

@@ -1,0 +1,106 @@
+"""``dhm bench``: what DHM costs. Training-step throughput and memory of ce / dsl / dhm across precision, memory
+format and torch.compile; inference of the stripped model against the plain backbone; cost growth with the number
+of branches and the batch size next to the FLOP ratio. One process, synthetic inputs on the device, medians of
+timed steps after warm-up (synchronised on GPUs)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ..engine.dist import pick_device
+from .measure import Case, count_flops, environment, measure_data, measure_engine, measure_inference, measure_train
+
+
+def run_bench(
+    model: str = "cifar_resnet32",
+    classes: int = 100,
+    batch: int = 128,
+    suites: tuple[str, ...] = ("speed",),
+    modes: tuple[str, ...] = ("ce", "dsl", "dhm"),
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    formats: tuple[str, ...] = ("nchw", "channels_last"),
+    compile_options: tuple[bool, ...] = (False, True),
+    batches: tuple[int, ...] = (32, 64, 128, 256),
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    best: tuple[str, str, bool] | None = None,
+) -> dict[str, Any]:
+    """Run the requested suites (``speed``, ``inference``, ``growth``) and return rows plus the environment.
+
+    Example:
+        >>> result = run_bench("cifar_resnet32", suites=("speed",), steps=5)
+        >>> print(to_markdown(result))
+    """
+    dev = pick_device(device)
+    rows: list[dict[str, Any]] = []
+    if "speed" in suites:
+        for precision in precisions:
+            for fmt in formats:
+                for compiled in compile_options:
+                    for mode in modes:
+                        case = Case("speed", model, mode, precision, fmt, compiled, batch)
+                        rows.append({**asdict(case), **measure_train(case, classes, dev, steps, warmup)})
+        flops = {m: count_flops(Case("speed", model, m, batch=batch), classes, dev) for m in modes}
+        for row in rows:
+            row["gflops_per_step"] = flops[row["mode"]] / 1e9
+        slowest = next(r for r in rows if r["mode"] == modes[-1])
+        fastest = max((r for r in rows if r["mode"] == modes[-1]), key=lambda r: r["images_per_s"])
+        for row in (slowest, fastest):
+            row.update(measure_engine(Case(**{k: row[k] for k in asdict(Case("", ""))}), classes, device, steps))
+        for row in rows:
+            row["speedup"] = row["images_per_s"] / next(
+                r["images_per_s"] for r in rows if r["mode"] == row["mode"]
+            )  # against the first setting
+        best = best or (fastest["precision"], fastest["memory_format"], fastest["compile"])
+    if "inference" in suites:
+        precision, fmt, _ = best or ("fp32", "nchw", False)
+        rows.append(
+            {
+                "suite": "inference",
+                "model": model,
+                "batch": batch,
+                **measure_data(batch, dev, fmt == "channels_last", steps * 2),
+            }
+        )
+        for row in measure_inference(model, classes, batch, dev, steps * 2, warmup, precision, fmt):
+            rows.append(
+                {
+                    "suite": "inference",
+                    "model": model,
+                    "precision": precision,
+                    "memory_format": fmt,
+                    "batch": batch,
+                    **row,
+                }
+            )
+    if "growth" in suites:
+        precision, fmt, compiled = best or ("fp32", "nchw", False)
+        plain = None
+        for count in (0, 1, 2, 3):
+            mode = "ce" if count == 0 else "dhm"
+            case = Case("growth", model, mode, precision, fmt, compiled, batch, count)
+            row = {
+                **asdict(case),
+                **measure_train(case, classes, dev, steps, warmup),
+                "gflops_per_step": count_flops(case, classes, dev) / 1e9,
+            }
+            plain = plain or row
+            row["time_ratio"] = row["ms_per_step"] / plain["ms_per_step"]
+            row["flop_ratio"] = row["gflops_per_step"] / plain["gflops_per_step"]
+            rows.append(row)
+        for b in batches:
+            ref = None
+            for mode, count in (("ce", 0), ("dhm", 2)):
+                case = Case("growth-batch", model, mode, precision, fmt, compiled, b, count)
+                row = {
+                    **asdict(case),
+                    **measure_train(case, classes, dev, steps, warmup),
+                    "gflops_per_step": count_flops(case, classes, dev) / 1e9,
+                }
+                ref = ref or row
+                row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
+                row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
+                rows.append(row)
+    return {"environment": environment(dev), "model": model, "classes": classes, "best": best, "rows": rows}

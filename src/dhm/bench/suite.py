@@ -77,30 +77,27 @@ def run_bench(
             )
     if "growth" in suites:
         precision, fmt, compiled = best or ("fp32", "nchw", False)
-        plain = None
-        for count in (0, 1, 2, 3):
-            mode = "ce" if count == 0 else "dhm"
-            case = Case("growth", model, mode, precision, fmt, compiled, batch, count)
-            row = {
-                **asdict(case),
-                **measure_train(case, classes, dev, steps, warmup),
-                "gflops_per_step": count_flops(case, classes, dev) / 1e9,
-            }
-            plain = plain or row
-            row["time_ratio"] = row["ms_per_step"] / plain["ms_per_step"]
-            row["flop_ratio"] = row["gflops_per_step"] / plain["gflops_per_step"]
-            rows.append(row)
-        for b in batches:
-            ref = None
-            for mode, count in (("ce", 0), ("dhm", 2)):
-                case = Case("growth-batch", model, mode, precision, fmt, compiled, b, count)
-                row = {
-                    **asdict(case),
-                    **measure_train(case, classes, dev, steps, warmup),
-                    "gflops_per_step": count_flops(case, classes, dev) / 1e9,
+
+        def against_plain(cases: list[Case]) -> list[dict[str, Any]]:
+            """Rows of ``cases`` with time and FLOP ratios to the first (plain) case."""
+            out = [
+                {
+                    **asdict(c),
+                    **measure_train(c, classes, dev, steps, warmup),
+                    "gflops_per_step": count_flops(c, classes, dev) / 1e9,
                 }
-                ref = ref or row
-                row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
-                row["flop_ratio"] = row["gflops_per_step"] / ref["gflops_per_step"]
-                rows.append(row)
+                for c in cases
+            ]
+            for row in out:
+                row["time_ratio"] = row["ms_per_step"] / out[0]["ms_per_step"]
+                row["flop_ratio"] = row["gflops_per_step"] / out[0]["gflops_per_step"]
+            return out
+
+        rows += against_plain(
+            [Case("growth", model, "ce" if k == 0 else "dhm", precision, fmt, compiled, batch, k) for k in range(4)]
+        )
+        for b in batches:
+            rows += against_plain(
+                [Case("growth-batch", model, m, precision, fmt, compiled, b, k) for m, k in (("ce", 0), ("dhm", 2))]
+            )
     return {"environment": environment(dev), "model": model, "classes": classes, "best": best, "rows": rows}

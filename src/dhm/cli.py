@@ -132,7 +132,9 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 def cmd_compare(ns: argparse.Namespace) -> int:
     from .compare import run_compare, to_markdown
 
-    result = run_compare(ns.recipe, ns.seeds, _csv(ns.modes), ns.overrides, ns.out)
+    result = run_compare(
+        ns.recipe, ns.seeds, _csv(ns.modes), ns.overrides, ns.out, jobs=ns.jobs, train_runs=not ns.no_train
+    )
     print(to_markdown(result))
     print(result["root"])
     return 0
@@ -195,13 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="train every mode x seed of a recipe and tabulate mean +- std",
-        description="Runs each mode (ce, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
+        description="Runs each mode (ce, ls, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
         "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
     )
     p.add_argument("recipe")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--modes", default="ce,dsl,dhm")
     p.add_argument("--out", default=None, help="folder of the runs (default runs/compare/<recipe>)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side, one process each (on a GPU through CUDA MPS when available); default 1",
+    )
+    p.add_argument("--no-train", action="store_true", help="only tabulate the runs that are there")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(fn=cmd_compare)
 

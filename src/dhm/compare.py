@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
+from .errors import ConfigError
 from .registry import Registry
 
 COMPARE_MODES: Registry[Callable[[Config], list[str]]] = Registry("comparison mode")
@@ -27,6 +28,7 @@ def _mode(name: str, *overrides: str) -> None:
 
 
 _mode("ce", "loss.mode=ce")
+_mode("ls", "loss.mode=ce", "loss.label_smoothing=0.1")  # plain training with label smoothing 0.1
 _mode("dsl", "loss.mode=dsl")
 _mode("dhm", "loss.mode=dhm")
 _mode("dhm-official", "loss.mode=dhm", "loss.dynamic=official")
@@ -48,18 +50,28 @@ def run_compare(
     overrides: Sequence[str] = (),
     out: str | Path | None = None,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
+    train_runs: bool = True,
 ) -> dict[str, Any]:
     """Train (or skip, or resume) every mode x seed, then summarise. Returns the summary dict.
+
+    Args:
+        jobs: runs side by side, each in its own process (``1``: one after the other, in this process).
+        train_runs: ``False`` only summarises what is there (unfinished runs are listed with their progress).
 
     Example:
         >>> run_compare("demo", seeds=3, modes=["ce", "dsl", "dhm"], overrides=["train.epochs=5"])
     """
     from .engine import train
+    from .jobs import Job, dhm_argv, mps_daemon, run_jobs
 
     base = load_config(recipe, overrides)
     root = Path(out) if out else Path(base.train.runs_root) / "compare" / base.name
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     for mode in modes:
         COMPARE_MODES.get(mode)
+    pending: list[tuple[str, int, list[str]]] = []
     for mode in modes:
         for seed in range(seeds):
             directory = run_dir(root, mode, seed)
@@ -72,8 +84,19 @@ def run_compare(
                 f"train.out_dir={directory}",
                 "train.resume=auto",
             ]
-            log(f"[compare] {mode} seed {seed}: training in {directory}")
-            train(load_config(recipe, [*overrides, *extra]))
+            load_config(recipe, [*overrides, *extra])  # a bad override stops here, before any run starts
+            pending.append((mode, seed, [*overrides, *extra]))
+    if train_runs and jobs > 1 and pending:
+        batch = [
+            Job(f"{m} seed {s}", dhm_argv("train", recipe, *o), run_dir(root, m, s) / "train.log")
+            for m, s, o in pending
+        ]
+        with mps_daemon(root / ".mps", log):
+            run_jobs(batch, jobs, log)
+    elif train_runs:
+        for mode, seed, args in pending:
+            log(f"[compare] {mode} seed {seed}: training in {run_dir(root, mode, seed)}")
+            train(load_config(recipe, args))
     result = summarise(root, modes, seeds)
     result["recipe"], result["overrides"] = recipe, list(overrides)
     (root / "compare.json").write_text(json.dumps(result, indent=1))
@@ -91,17 +114,42 @@ def _stats(values: list[float]) -> dict[str, float]:
 def summarise(root: Path, modes: Sequence[str], seeds: int) -> dict[str, Any]:
     """Mean +- std (sample std) over seeds of the test accuracy of the checkpoint chosen on validation, of the last
     epoch, and of the best validation accuracy."""
-    rows = {}
+    rows, unfinished = {}, {}
     for mode in modes:
-        summaries = [json.loads((run_dir(root, mode, s) / "summary.json").read_text()) for s in range(seeds)]
+        done = [s for s in range(seeds) if (run_dir(root, mode, s) / "summary.json").is_file()]
+        for s in sorted(set(range(seeds)) - set(done)):
+            unfinished[f"{mode} seed {s}"] = _progress(run_dir(root, mode, s))
+        if not done:
+            continue
+        summaries = [json.loads((run_dir(root, mode, s) / "summary.json").read_text()) for s in done]
         rows[mode] = {
             "test_best": _stats([s["test_acc1"] for s in summaries]),
             "test_last": _stats([s["test_acc1_last"] for s in summaries]),
             "val_best": _stats([s["best_val_acc1"] for s in summaries if s["best_val_acc1"] is not None] or [math.nan]),
             "wall_time_s": _stats([s["wall_time_s"] for s in summaries]),
             "epochs": summaries[0]["epochs"],
+            "test_heads": _head_stats(summaries),
+            "device": summaries[0].get("device", ""),
         }
-    return {"root": str(root), "seeds": seeds, "modes": rows}
+    return {"root": str(root), "seeds": seeds, "modes": rows, "unfinished": unfinished}
+
+
+def _head_stats(summaries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Test accuracy of every head and of the ensemble (best-val checkpoint), mean +- std over seeds."""
+    keys = [k for k in summaries[0].get("test", {}) if k.startswith("acc1/")]
+    return {k.removeprefix("acc1/"): _stats([s["test"][k] for s in summaries]) for k in keys}
+
+
+def _progress(directory: Path) -> dict[str, Any]:
+    """Epochs done and the latest validation accuracy of an unfinished run (from its metrics file)."""
+    metrics = directory / "metrics.jsonl"
+    if not metrics.is_file():
+        return {"epochs_done": 0}
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not lines:
+        return {"epochs_done": 0}
+    last = lines[-1]
+    return {"epochs_done": last["epoch"], "val_acc1": last.get("val/acc1/main"), "train_acc1": last.get("train/acc1")}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -117,6 +165,23 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
         )
     lines.append("")
+    heads = [m for m, r in rows.items() if len(r.get("test_heads", {})) > 1]
+    if heads:
+        lines += [
+            "Every head and their ensemble (test acc of the best-val checkpoint, %):",
+            "",
+            "| mode | " + " | ".join(rows[heads[0]]["test_heads"]) + " |",
+            "|---|" + "---|" * len(rows[heads[0]]["test_heads"]),
+        ]
+        for mode in heads:
+            cells = [f"{s['mean']:.2f} +- {s['std']:.2f}" for s in rows[mode]["test_heads"].values()]
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for name, p in result.get("unfinished", {}).items():
+        lines.append(
+            f"* unfinished: {name}, {p['epochs_done']} epochs done"
+            + (f", val acc {p['val_acc1']:.2f}" if p.get("val_acc1") is not None else "")
+        )
     for ref in ("ce", "dsl"):
         if ref not in rows:
             continue

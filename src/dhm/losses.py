@@ -56,6 +56,7 @@ def mimic_loss(
     eps: float = 1e-8,
     stopped: Tensor | None = None,
     names: Sequence[str] | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, Tensor]:
     """The loss of ``mode`` (``ce``, ``dsl``, ``dhm``) and its components.
 
@@ -66,6 +67,7 @@ def mimic_loss(
         stopped: optional bool (H(H-1),) mask, pairs in row-major (teacher, student) order, of pair terms whose
             gradient is stopped this step (values still count).
         names: head names for the dict keys; default ``main, head1, ...``.
+        label_smoothing: smoothing of the cross-entropy targets (the mimicking targets are never smoothed).
 
     Returns:
         ``{"loss": total, "ce/<head>": ..., "kl/<teacher>-><student>": ..., "kl": sum of pair terms}``.
@@ -78,17 +80,26 @@ def mimic_loss(
     heads = [logits] if isinstance(logits, Tensor) else list(logits)
     # Autocast would run the pair contraction (einsum -> bmm) in bf16/fp16: the whole loss stays in float32.
     with torch.autocast(heads[0].device.type, enabled=False):
-        return _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names)
+        return _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names, label_smoothing)
 
 
-def _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names) -> dict[str, Tensor]:
+def _pair_matrix(pairs: Tensor, num_heads: int) -> Tensor:
+    """(H(H-1),) values of the ordered pairs in row-major (teacher, student) order -> (H, H) with a zero diagonal.
+
+    Pure reshapes (no boolean indexing, no host round trip): the row-major off-diagonal entries of an H x H
+    matrix are, viewed as (H-1, H), exactly the rows of its flattened tail cut to width H+1."""
+    rows = F.pad(pairs.view(num_heads - 1, num_heads), (0, 1))  # (H-1, H+1): a zero where the diagonal goes
+    return F.pad(rows.flatten(), (1, 0)).view(num_heads, num_heads)
+
+
+def _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names, label_smoothing) -> dict[str, Tensor]:
     names = list(names) if names is not None else ["main"] + [f"head{k}" for k in range(1, len(heads))]
     ce_all, mimic = MODES[mode]
     heads_ce = heads if ce_all else heads[:1]
     out: dict[str, Tensor] = {}
     total = None
     for name, z in zip(names, heads_ce):  # H cross-entropies, H <= a handful: not the pairs
-        ce = F.cross_entropy(_fp32(z), target)
+        ce = F.cross_entropy(_fp32(z), target, label_smoothing=label_smoothing)
         out[f"ce/{name}"] = ce
         total = ce if total is None else total + ce
     num_heads = len(heads)
@@ -96,10 +107,8 @@ def _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names) ->
         kl = pair_kl(torch.stack(heads), temperature, eps)
         offdiag = ~torch.eye(num_heads, dtype=torch.bool, device=kl.device)
         if stopped is not None:
-            flat = torch.ones(num_heads * num_heads, dtype=torch.bool, device=kl.device)
-            index = torch.arange(num_heads * num_heads, device=kl.device).view(num_heads, num_heads)[offdiag]
-            keep = flat.scatter(0, index, ~stopped.to(kl.device)).view(num_heads, num_heads)
-            kl = torch.where(keep, kl, kl.detach())
+            halt = _pair_matrix(stopped.to(device=kl.device, dtype=torch.bool), num_heads)
+            kl = torch.where(halt, kl.detach(), kl)
         pairs = (kl * offdiag).sum()
         total = total + alpha * temperature**2 * pairs
         out["kl"] = pairs.detach()
@@ -124,6 +133,8 @@ class MimicLoss(nn.Module):
         rampup_epochs: length of the mimicking ramp-up (0 = off, as released).
         rampup: ramp-up shape, ``linear`` or ``sigmoid``.
         head_names: names used in the returned dict.
+        label_smoothing: smoothing of the cross-entropy targets only; mimicking targets stay the heads' own
+            predictions.
 
     Example:
         >>> loss_fn = dhm.MimicLoss(mode="dhm")
@@ -140,13 +151,17 @@ class MimicLoss(nn.Module):
         rampup_epochs: float = 0.0,
         rampup: str = "linear",
         head_names: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown loss mode {mode!r}; expected one of {', '.join(MODES)}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.mode, self.alpha, self.temperature, self.eps = mode, alpha, temperature, eps
+        self.label_smoothing = label_smoothing
         self.law = parse_pair_law(dynamic)
         self.rampup_epochs, self.rampup = rampup_epochs, rampup
         rampup_weight(rampup, 0.0, rampup_epochs)  # validates the name now, not mid-training
@@ -156,7 +171,8 @@ class MimicLoss(nn.Module):
 
     def set_progress(self, epoch: float) -> None:
         """Tell the loss where training is (fractional epoch); sets the ramp-up weight of the mimicking term."""
-        self.ramp.fill_(rampup_weight(self.rampup, epoch, self.rampup_epochs))
+        if self.rampup_epochs > 0:  # otherwise the weight is the constant alpha: no kernel per step
+            self.ramp.fill_(rampup_weight(self.rampup, epoch, self.rampup_epochs))
 
     def forward(self, outputs: Sequence[Tensor] | Tensor, target: Tensor) -> dict[str, Tensor]:
         heads = [outputs] if isinstance(outputs, Tensor) else list(outputs)
@@ -173,4 +189,5 @@ class MimicLoss(nn.Module):
             eps=self.eps,
             stopped=stopped,
             names=self.head_names,
+            label_smoothing=self.label_smoothing,
         )

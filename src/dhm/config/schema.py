@@ -27,6 +27,7 @@ class LossConfig:
     dynamic: str | None = None  # stochastic pair gradients: official | bernoulli(p)
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
+    label_smoothing: float = 0.0  # on the cross-entropy terms only (never on the mimicking targets)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 where native) | off | bf16 | fp16 (fp16 uses a grad scaler)
     channels_last: bool | str = "auto"  # auto (CUDA and oneDNN CPUs) | true | false
-    compile: bool = False  # torch.compile the model
+    compile: bool | str = False  # torch.compile the model: false | true | a mode (reduce-overhead = CUDA graphs)
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP
     resume: str = ""  # "" | auto | path to a last.pt

@@ -1,7 +1,8 @@
-"""Augmentation. Batch-wise on the training device for in-memory uint8 images (pad-crop, flip); per-image in
-DataLoader workers only where sizes vary (random resized crop). Random parameters are drawn for the *global*
-batch from a generator seeded by (seed, epoch, step) and sliced per process, so a run's augmentation does not
-depend on the number of processes, the accumulation steps or a resume."""
+"""Augmentation. Batch-wise on the training device for uint8 images (pad-crop, flip); per-image in DataLoader
+workers only where sizes vary (random resized crop). The random parameters of a whole epoch are drawn once, on the
+training device, from a generator seeded by (seed, epoch), for every *global* batch, and sliced per process and
+step: a run's augmentation does not depend on the number of processes, the accumulation steps or a resume, and
+a training step never waits for the host."""
 
 from __future__ import annotations
 
@@ -36,11 +37,15 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
     return (seed * 1_000_003 + epoch) * 1_000_003 + step & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def draw_params(preset: Preset, batch: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Crop offsets (dy, dx) in [0, 2 pad] and flip flags for ``batch`` images, on the CPU."""
-    g = torch.Generator().manual_seed(seed)
-    shifts = torch.randint(0, 2 * preset.pad + 1, (2, batch), generator=g)
-    flips = torch.rand(batch, generator=g) < 0.5 if preset.flip else torch.zeros(batch, dtype=torch.bool)
+def draw_params(preset: Preset, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Crop offsets (dy, dx) in [0, 2 pad] and flip flags for ``count`` images, on the generator's device."""
+    device = generator.device
+    shifts = torch.randint(0, 2 * preset.pad + 1, (2, count), generator=generator, device=device)
+    flips = (
+        torch.rand(count, generator=generator, device=device) < 0.5
+        if preset.flip
+        else torch.zeros(count, dtype=torch.bool, device=device)
+    )
     return shifts[0], shifts[1], flips
 
 

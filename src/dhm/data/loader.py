@@ -3,6 +3,10 @@
 Both kinds follow one plan: each epoch is a seeded permutation cut into global batches (all processes and
 accumulation steps together); process ``rank`` takes micro-batch ``m * world + rank`` of each. A run therefore
 sees the same images in the same optimizer steps whatever its process count, and a resumed epoch replays exactly.
+
+In-memory images never leave the training device: the permutation and the augmentation parameters of an epoch
+are drawn there once, when the epoch starts, so a step is indexing and arithmetic on device tensors and never
+copies from the host or waits for it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .augment import AUGMENTS, Preset, apply_batch, center_crop, draw_params, normalize, random_resized_crop, step_seed
+
+AugmentParams = tuple[Tensor, Tensor, Tensor]  # dy, dx, flips for every image of an epoch's global batches
 from .folder import load_image
 from .sources import FileSource, Source, TensorSource
 
@@ -56,14 +62,23 @@ class Plan:
             return self.size // self.batch_size
         return math.ceil(len(range(self.rank, self.size, self.world)) / self.batch_size)
 
-    def batches(self, epoch: int) -> Iterator[tuple[Tensor, int, slice]]:
-        """(indices, step, slice of the global batch) for each micro-batch of this process."""
+    def generator(self, epoch: int, device: torch.device) -> torch.Generator:
+        """The epoch's random stream on ``device``: the permutation first, then the augmentation parameters."""
+        return torch.Generator(device=device).manual_seed(step_seed(self.seed, epoch, -1))
+
+    def batches(
+        self, epoch: int, device: torch.device | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[Tensor, int, slice]]:
+        """(indices on ``device`` (default: the CPU), step, slice of the global batch) for each micro-batch of this
+        process; a training permutation is drawn from ``generator`` (default: the epoch's own, on ``device``)."""
+        device = device or torch.device("cpu")
         if not self.train:
-            shard = torch.arange(self.rank, self.size, self.world)
+            shard = torch.arange(self.rank, self.size, self.world, device=device)
             for step in range(self.steps):
                 yield shard[step * self.batch_size : (step + 1) * self.batch_size], step, slice(None)
             return
-        perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(step_seed(self.seed, epoch, -1)))
+        generator = generator or self.generator(epoch, device)
+        perm = torch.randperm(self.size, generator=generator, device=generator.device)
         for step in range(self.steps):
             batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
             for m in range(self.accum):
@@ -93,11 +108,21 @@ class _Base:
     def __len__(self) -> int:
         return self.plan.steps * (self.plan.accum if self.plan.train else 1)
 
-    def _finish(self, images: Tensor, step: int, sl: slice) -> Tensor:
+    def _augments(self, generator: torch.Generator) -> AugmentParams | None:
+        """The whole epoch's augmentation parameters, drawn once (after the permutation, from the same stream)
+        and moved to the training device once."""
+        if not (self.plan.train and (self.preset.pad or self.preset.flip)):
+            return None
+        params = draw_params(self.preset, self.plan.steps * self.plan.batch_size, generator)
+        return tuple(p.to(self.device) for p in params)
+
+    def _finish(self, images: Tensor, step: int, sl: slice, params: AugmentParams | None) -> Tensor:
         images = images.to(self.device, non_blocking=True)
-        if self.plan.train and (self.preset.pad or self.preset.flip):
-            dy, dx, flips = draw_params(self.preset, self.plan.batch_size, step_seed(self.plan.seed, self.epoch, step))
-            images = apply_batch(images, self.preset, dy[sl], dx[sl], flips[sl])
+        if params is not None:
+            start = step * self.plan.batch_size
+            part = slice(start + (sl.start or 0), start + (sl.stop if sl.stop is not None else self.plan.batch_size))
+            dy, dx, flips = (p[part] for p in params)
+            images = apply_batch(images, self.preset, dy, dx, flips)
         return normalize(images, self.mean, self.std, self.channels_last)
 
 
@@ -110,9 +135,11 @@ class TensorLoader(_Base):
         self.labels = source.labels.to(self.device)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for index, step, sl in self.plan.batches(self.epoch):
-            index = index.to(self.device)
-            yield self._finish(self.images[index], step, sl), self.labels[index]
+        generator = self.plan.generator(self.epoch, self.device) if self.plan.train else None
+        batches = list(self.plan.batches(self.epoch, self.device, generator))  # slices of one device permutation
+        params = self._augments(generator) if generator is not None else None
+        for index, step, sl in batches:
+            yield self._finish(self.images[index], step, sl, params), self.labels[index]
 
 
 class _FileDataset(Dataset):
@@ -149,7 +176,9 @@ class FileLoader(_Base):
         self.workers = workers
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        plan = list(self.plan.batches(self.epoch))
+        generator = self.plan.generator(self.epoch, torch.device("cpu")) if self.plan.train else None
+        plan = list(self.plan.batches(self.epoch, generator=generator))  # on the CPU: the sampler needs them there
+        params = self._augments(generator) if generator is not None else None
         sampler = [[(int(i), step_seed(self.plan.seed, self.epoch, int(i))) for i in index] for index, _, _ in plan]
         loader = DataLoader(
             self.dataset,
@@ -159,7 +188,7 @@ class FileLoader(_Base):
             persistent_workers=False,
         )
         for (images, labels), (_, step, sl) in zip(loader, plan):
-            yield self._finish(images, step, sl), labels.to(self.device, non_blocking=True)
+            yield self._finish(images, step, sl, params), labels.to(self.device, non_blocking=True)
 
 
 def build_loader(

@@ -63,6 +63,7 @@ def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> MimicLoss:
             rampup_epochs=cfg.loss.rampup_epochs,
             rampup=cfg.loss.rampup,
             head_names=head_names,
+            label_smoothing=cfg.loss.label_smoothing,
         )
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from None

@@ -32,6 +32,7 @@ from .checkpoint import (
     save_atomic,
     unpack_numpy_rng,
 )
+from .compiling import compile_model, records_cuda_graphs, resolve_compile
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_history
 from .precision import autocast, resolve_amp, resolve_channels_last
@@ -97,6 +98,7 @@ class Trainer:
         self.dist = D.setup(cfg.train.device)
         self.amp = resolve_amp(cfg.train.amp, self.dist.device)
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.dist.device)
+        self.compile_mode = resolve_compile(cfg.train.compile)
         if cfg.train.sync_bn and self.dist.device.type != "cuda":
             raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         D.seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -205,9 +207,7 @@ class Trainer:
     def _wrap(self) -> nn.Module:
         if self.dist.distributed and self.cfg.train.sync_bn:  # same parameters, so the optimizer is unaffected
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        model = self.model
-        if self.cfg.train.compile:  # compile first, then DDP (as timm does)
-            model = torch.compile(model)
+        model = compile_model(self.model, self.compile_mode)  # compile first, then DDP (as timm does)
         if self.dist.distributed:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -215,6 +215,20 @@ class Trainer:
 
     def train_one_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
+        start = time.perf_counter()
+        sums, correct, seen = self.run_steps(model, epoch)
+        # The epoch's one host round trip: sum the device meters over processes and read them.
+        totals = torch.stack([*sums.values(), correct.float(), torch.tensor(float(seen), device=self.dist.device)])
+        D.all_reduce_sum(totals)
+        n = totals[-1].item()
+        result = {f"train/{k}": v / n for k, v in zip(sums, totals[:-2].tolist())}
+        result["train/acc1"] = 100.0 * totals[-2].item() / n
+        result["images_per_s"] = n / (time.perf_counter() - start)
+        return result
+
+    def run_steps(self, model: nn.Module, epoch: int) -> tuple[dict[str, Tensor], Tensor, int]:
+        """The optimizer steps of one epoch. Returns device meters (loss sums weighted by batch size, correct
+        count) and the local image count. Nothing in here waits for the device unless a progress bar is drawn."""
         cfg, device = self.cfg, self.dist.device
         accum, steps = cfg.train.accum_steps, self.steps_per_epoch
         loader = self.data.train
@@ -224,11 +238,14 @@ class Trainer:
         correct = torch.zeros((), device=device)
         seen = 0
         bar = self._bar(epoch, steps)
+        graphs = records_cuda_graphs(self.compile_mode, device)
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             step, micro = divmod(i, accum)
             if step >= steps:
                 break
+            if graphs:  # a new training step: the previous step's graph outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             self.loss_fn.set_progress(epoch + step / steps)
             last_micro = micro == accum - 1
             sync = model.no_sync() if self.dist.distributed and not last_micro else contextlib.nullcontext()
@@ -258,13 +275,7 @@ class Trainer:
                     )
         if bar is not None:
             bar.close()
-        totals = torch.stack([*sums.values(), correct.float(), torch.tensor(float(seen), device=device)])
-        D.all_reduce_sum(totals)
-        n = totals[-1].item()
-        result = {f"train/{k}": v / n for k, v in zip(sums, totals[:-2].tolist())}
-        result["train/acc1"] = 100.0 * totals[-2].item() / n
-        result["images_per_s"] = n / (time.perf_counter() - start)
-        return result
+        return sums, correct, seen
 
     def _bar(self, epoch: int, steps: int):
         if not (self.dist.is_main and self.cfg.train.progress and sys.stderr.isatty()):

@@ -1,0 +1,124 @@
+"""Run training commands side by side: ``dhm compare --jobs N``. Each run is its own process (its own CUDA
+context, seed and run directory); on a CUDA machine with the MPS control daemon installed, the processes share the
+GPU through MPS, so small models that leave most of the GPU idle run concurrently instead of time-slicing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DHMError
+
+
+@dataclass
+class Job:
+    """One command and the file its output goes to."""
+
+    name: str
+    argv: list[str]
+    log: Path
+
+
+def dhm_argv(*args: str) -> list[str]:
+    """The command line of ``dhm ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "dhm", *args]
+
+
+@contextlib.contextmanager
+def mps_daemon(folder: Path, log: Callable[[str], None]) -> Iterator[bool]:
+    """Start CUDA's MPS control daemon for the children (pipe and log folders under ``folder``), check that a CUDA
+    process can start under it, and stop it afterwards. Yields whether MPS is in use; without CUDA, without the
+    daemon, or when the check fails, the jobs simply share the GPU by time-slicing."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None or not _has_cuda():
+        yield False
+        return
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
+    for path in env.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    started = subprocess.run([control, "-d"], capture_output=True, text=True, check=False).returncode == 0
+    probe = [sys.executable, "-c", "import torch; torch.zeros(1, device='cuda'); torch.cuda.synchronize()"]
+    try:
+        ok = started and subprocess.run(probe, capture_output=True, timeout=120, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        ok = False
+    if not ok:
+        _quit_mps(control)
+        _restore(saved)
+        log("[jobs] the CUDA MPS daemon could not be used; runs share the GPU by time-slicing")
+        yield False
+        return
+    log("[jobs] CUDA MPS daemon started")
+    try:
+        yield True
+    finally:
+        _quit_mps(control)
+        _restore(saved)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _quit_mps(control: str) -> None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([control], input="quit\n", text=True, capture_output=True, timeout=30, check=False)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int, log: Callable[[str], None] = print) -> None:
+    """Run ``jobs``, at most ``parallel`` at a time, each writing to its log file. SIGTERM or Ctrl-C stops every
+    running job (their checkpoints stay: a rerun resumes them). Raises DHMError naming the jobs that failed."""
+    if parallel < 1:
+        raise DHMError(f"--jobs must be >= 1, got {parallel}")
+    queue, running, failed = list(jobs), {}, []
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                job = queue.pop(0)
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                with open(job.log, "a") as out:
+                    running[job.name] = (subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT), job)
+                log(f"[jobs] started {job.name} (log: {job.log})")
+            for name, (proc, job) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[name]
+                log(f"[jobs] {name}: {'done' if code == 0 else f'failed (exit {code}), see {job.log}'}")
+                if code != 0:
+                    failed.append(name)
+            time.sleep(0.5)
+    finally:
+        for proc, _ in running.values():
+            proc.terminate()
+        for proc, _ in running.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        signal.signal(signal.SIGTERM, previous)
+    if failed:
+        raise DHMError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -200,8 +200,10 @@ def test_laws_at_the_extremes_reduce_to_dsl_and_static_gradients():
         out = loss_fn(heads, y)
         return out["loss"], torch.autograd.grad(out["loss"], heads)
 
-    all_stopped, static, dsl = grads(dhm.MimicLoss(dynamic="bernoulli(1.0)")), grads(dhm.MimicLoss()), grads(
-        dhm.MimicLoss(mode="dsl")
+    all_stopped, static, dsl = (
+        grads(dhm.MimicLoss(dynamic="bernoulli(1.0)")),
+        grads(dhm.MimicLoss()),
+        grads(dhm.MimicLoss(mode="dsl")),
     )
     none_stopped = grads(dhm.MimicLoss(dynamic="bernoulli(0.0)"))
     assert all_stopped[0].item() == pytest.approx(static[0].item())

@@ -103,12 +103,13 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def cmd_bench(ns: argparse.Namespace) -> int:
     from .bench import run_bench, save, to_markdown
+    from .engine.compiling import resolve_compile
 
-    compile_options = tuple({"off": False, "on": True}[c] for c in _csv(ns.compile))
+    compile_options = tuple(resolve_compile(c) or False for c in _csv(ns.compile))
     best = None
     if ns.best:
         precision, fmt, compiled = _csv(ns.best)
-        best = (precision, fmt, compiled == "on")
+        best = (precision, fmt, resolve_compile(compiled) or False)
     result = run_bench(
         ns.model,
         ns.classes,
@@ -123,6 +124,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         ns.warmup,
         ns.device,
         best,
+        engine=not ns.no_engine,
     )
     save(result, ns.json, ns.markdown)
     print(to_markdown(result))
@@ -179,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="ce,dsl,dhm")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--formats", default="nchw,channels_last")
-    p.add_argument("--compile", default="off,on", help="off, on or both")
+    p.add_argument(
+        "--compile",
+        default="off,on",
+        help="comma-separated: off, on (default mode) or a torch.compile mode such as reduce-overhead; default off,on",
+    )
+    p.add_argument("--no-engine", action="store_true", help="skip the engine-against-bare-step rows")
     p.add_argument("--batches", default="32,64,128,256", help="batch sizes of the growth suite")
     p.add_argument(
         "--best",

@@ -189,11 +189,10 @@ def to_markdown(result: dict[str, Any]) -> str:
             if mode == ref:
                 continue
             a, b = r["test_best"], rows[ref]["test_best"]
-            pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2) or float("nan")
+            pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
             diff = a["mean"] - b["mean"]
-            lines.append(
-                f"* {mode} - {ref}: {diff:+.2f} points (test, best-val checkpoint) = {diff / pooled:+.1f} pooled std"
-            )
+            spread = f" = {diff / pooled:+.1f} pooled std" if pooled > 0 else " (one seed: no spread to compare with)"
+            lines.append(f"* {mode} - {ref}: {diff:+.2f} points (test, best-val checkpoint){spread}")
     return "\n".join(lines)
 
 
@@ -205,6 +204,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     modes = list(result["modes"])
+    if not modes:
+        return
     fig, ax = plt.subplots(figsize=(1.3 * len(modes) + 2, 4))
     for i, mode in enumerate(modes):
         s = result["modes"][mode]["test_best"]

@@ -13,12 +13,24 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..branches import BranchSpec, DHMModel, strip
+from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compile
 from ..engine.precision import autocast
 from ..losses import MimicLoss
 from ..models import create_model, paper_branches
 from ..version import __version__
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets (SXM parts), TFLOP/s, by device name.
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0, "L4": 121.0}
+
+
+def peak_bf16_tflops(device: torch.device) -> float | None:
+    """The datasheet dense bf16 peak of ``device`` (None where unknown, e.g. CPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
 @dataclass
@@ -30,7 +42,7 @@ class Case:
     mode: str = "dhm"
     precision: str = "fp32"
     memory_format: str = "nchw"
-    compile: bool = False
+    compile: bool | str = False  # False, True (default mode) or a torch.compile mode such as reduce-overhead
     batch: int = 128
     branches: int = 2  # paper branches kept (3 = paper + one more, see ``branch_specs``)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,11 +108,15 @@ def train_step_fn(model: nn.Module, case: Case, x: Tensor, y: Tensor, device: to
     """One optimizer step of ``case`` (forward, loss, backward, SGD update), as the engine does it."""
     loss_fn = MimicLoss(mode=case.mode).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    forward = torch.compile(model) if case.compile else model
+    mode = resolve_compile(case.compile)
+    forward = compile_model(model, mode)
+    graphs = records_cuda_graphs(mode, device)
     amp = PRECISIONS[case.precision]
     model.train()
 
     def step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, amp):
             loss = loss_fn(forward(x), y)["loss"]
         loss.backward()

@@ -32,6 +32,8 @@ def to_markdown(result: dict[str, Any]) -> str:
             "ms_per_step",
             "engine_images_per_s",
             "gflops_per_step",
+            "tflops",
+            "peak_bf16_fraction",
             "saved_activations_mb",
             "param_grad_momentum_mb",
             "peak_memory_mb",

@@ -9,7 +9,16 @@ from dataclasses import asdict
 from typing import Any
 
 from ..engine.dist import pick_device
-from .measure import Case, count_flops, environment, measure_data, measure_engine, measure_inference, measure_train
+from .measure import (
+    Case,
+    count_flops,
+    environment,
+    measure_data,
+    measure_engine,
+    measure_inference,
+    measure_train,
+    peak_bf16_tflops,
+)
 
 
 def run_bench(
@@ -20,12 +29,13 @@ def run_bench(
     modes: tuple[str, ...] = ("ce", "dsl", "dhm"),
     precisions: tuple[str, ...] = ("fp32", "bf16"),
     formats: tuple[str, ...] = ("nchw", "channels_last"),
-    compile_options: tuple[bool, ...] = (False, True),
+    compile_options: tuple[bool | str, ...] = (False, True),
     batches: tuple[int, ...] = (32, 64, 128, 256),
     steps: int = 10,
     warmup: int = 3,
     device: str = "auto",
-    best: tuple[str, str, bool] | None = None,
+    best: tuple[str, str, bool | str] | None = None,
+    engine: bool = True,
 ) -> dict[str, Any]:
     """Run the requested suites (``speed``, ``inference``, ``growth``) and return rows plus the environment.
 
@@ -43,11 +53,15 @@ def run_bench(
                         case = Case("speed", model, mode, precision, fmt, compiled, batch)
                         rows.append({**asdict(case), **measure_train(case, classes, dev, steps, warmup)})
         flops = {m: count_flops(Case("speed", model, m, batch=batch), classes, dev) for m in modes}
+        peak = peak_bf16_tflops(dev)
         for row in rows:
             row["gflops_per_step"] = flops[row["mode"]] / 1e9
+            row["tflops"] = row["gflops_per_step"] * row["images_per_s"] / row["batch"] / 1e3  # achieved FLOP/s
+            if peak:
+                row["peak_bf16_fraction"] = row["tflops"] / peak
         slowest = next(r for r in rows if r["mode"] == modes[-1])
         fastest = max((r for r in rows if r["mode"] == modes[-1]), key=lambda r: r["images_per_s"])
-        for row in (slowest, fastest):
+        for row in (slowest, fastest) if engine else ():
             row.update(measure_engine(Case(**{k: row[k] for k in asdict(Case("", ""))}), classes, device, steps))
         for row in rows:
             row["speedup"] = row["images_per_s"] / next(

@@ -29,6 +29,13 @@ from .folder import load_image
 from .sources import FileSource, Source, TensorSource
 
 
+def permutation(size: int, generator: torch.Generator) -> Tensor:
+    """A random permutation drawn on the generator's device: a stable sort of random 62-bit keys (CUDA's
+    ``randperm`` draws small permutations on the host and copies them over, a synchronising copy)."""
+    keys = torch.randint(1 << 62, (size,), generator=generator, device=generator.device)
+    return torch.argsort(keys, stable=True)
+
+
 @dataclass
 class Plan:
     """Who gets which indices, for one split."""
@@ -78,7 +85,7 @@ class Plan:
                 yield shard[step * self.batch_size : (step + 1) * self.batch_size], step, slice(None)
             return
         generator = generator or self.generator(epoch, device)
-        perm = torch.randperm(self.size, generator=generator, device=generator.device)
+        perm = permutation(self.size, generator)
         for step in range(self.steps):
             batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
             for m in range(self.accum):

@@ -41,7 +41,7 @@ if [ "$tiny" = "--tiny" ]; then
   compile=false; eng_epochs=2; export ACC_EPOCHS=${ACC_EPOCHS:-2}; jobs=${ACC_JOBS:-2}
   tiny_over="data.val_size=50 data.batch_size=32 data.eval_batch_size=100"
 else
-  models="cifar_resnet32:128:10 cifar_resnet110:128:10 wrn28_10:128:10 resnet50:256:100"; steps=20; warmup=5
+  models="cifar_resnet32:128:10 cifar_resnet110:128:10 wrn28_10:128:10 resnet50:256:1000"; steps=20; warmup=5
   conv_steps=150; conv_warm=20; conv_workers=4; compile=reduce-overhead; eng_epochs=3; jobs=${ACC_JOBS:-5}
   tiny_over=""
 fi
@@ -85,13 +85,15 @@ phase conventional $py benchmarks/conventional.py --data "$root" --steps "$conv_
   --workers "$conv_workers" --json "$work/conventional.json"
 
 # 4. accuracy, side by side, resumable ------------------------------------------------------------------------------
+# The accuracy runs compile as the engine phase did; should that compilation have failed, they run eager.
+acc_compile=$compile; [ -f "$work/done.engine-compiled" ] || acc_compile=false
 [ -f "$work/plan.json" ] || $py benchmarks/gpu_report.py plan "$work" "$(( $(left) - 45 + ${GPU_MORE_S:-0} ))" \
   "${ACC_EPOCHS:-0}" "$jobs" || exit 2
 read -r epochs milestones < <($py -c "import json; p = json.load(open('$work/plan.json')); \
 print(p['epochs'], ','.join(map(str, p['milestones'])))")
 acc=(cifar10-jpeg --seeds "$seeds" --modes ce,ls,dsl,dhm,dhm-rampup --out "$work/accuracy"
-     "${common[@]}" data.workers=4 train.epochs="$epochs" "optim.milestones=[$milestones]" train.compile="$compile")
-say "accuracy: $epochs epochs, milestones $milestones, $jobs jobs, $(left)s left"
+     "${common[@]}" data.workers=4 train.epochs="$epochs" "optim.milestones=[$milestones]" train.compile="$acc_compile")
+say "accuracy: $epochs epochs, milestones $milestones, $jobs jobs, compile $acc_compile, $(left)s left"
 if [ "$(left)" -gt 60 ]; then
   timeout --signal=TERM --kill-after=20 "$(( $(left) - 40 ))" $py -m dhm compare "${acc[@]}" --jobs "$jobs" \
     >"$work/logs/accuracy.log" 2>&1; say "accuracy: exit $?"

@@ -120,18 +120,24 @@ def report(work: str, out: str) -> None:
         lines.append("")
 
     pipeline = []
+    dhm_step = next((r for r in train_rows if r["model"] == "cifar_resnet32" and r["mode"] == "dhm"), None)
     for name, records in engines.items():
         if records:
             last = records[-1]
-            pipeline.append(
-                {
-                    "what": f"dhm train, in-memory data on the device, bf16, channels_last, {name}",
-                    "images_per_s": last["images_per_s"],
-                    "epoch_s": 45_000 / last["images_per_s"],
-                    "epoch_with_val_s": last["time_s"],
-                    "epoch": last["epoch"],
-                }
-            )
+            summary = work / f"engine-{name}" / "summary.json"
+            compiled = json.loads(summary.read_text())["config"]["train"]["compile"] if summary.is_file() else "?"
+            row = {
+                "what": f"dhm train, in-memory data on the device, bf16, channels_last, compile={compiled}",
+                "images_per_s": last["images_per_s"],
+                "epoch_s": 45_000 / last["images_per_s"],
+                "epoch_with_val_s": last["time_s"],
+                "epoch": last["epoch"],
+            }
+            if dhm_step and dhm_step.get("peak_bf16_fraction"):  # the same model and loss: same FLOPs per image
+                tflops = dhm_step["gflops_per_step"] / dhm_step["batch"] * last["images_per_s"] / 1e3
+                row["tflops"] = tflops
+                row["peak_bf16_fraction"] = tflops / (dhm_step["tflops"] / dhm_step["peak_bf16_fraction"])
+            pipeline.append(row)
     if conventional:
         pipeline.append({"what": conventional["what"], **conventional, "epoch_with_val_s": None, "epoch": None})
     if pipeline:
@@ -139,14 +145,18 @@ def report(work: str, out: str) -> None:
         lines += [
             "## Training pipeline: CIFAR-10 JPEG, ResNet-32 + DHM (paper branches), batch 128",
             "",
-            "| pipeline | train images/s | s per 45,000-image epoch | epoch incl. validation (s) | vs conventional |",
-            "|---|---:|---:|---:|---:|",
+            (
+                "| pipeline | train images/s | s per 45,000-image epoch | epoch incl. validation (s) "
+                "| vs conventional | TFLOP/s (of bf16 peak) |"
+            ),
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for p in pipeline:
             ratio = f"{p['images_per_s'] / base:.1f}x" if base else ""
+            flops = f"{p['tflops']:.2f} ({100 * p['peak_bf16_fraction']:.1f}%)" if p.get("tflops") else ""
             lines.append(
                 f"| {p['what']} | {_fmt(p['images_per_s'], 0)} | {_fmt(p['epoch_s'], 2)} | "
-                f"{_fmt(p['epoch_with_val_s'], 2)} | {ratio} |"
+                f"{_fmt(p['epoch_with_val_s'], 2)} | {ratio} | {flops} |"
             )
         lines.append("")
 

@@ -4,7 +4,8 @@
 #   2. speed: images/s of ce / dsl / dhm training steps for CIFAR ResNet-32, ResNet-110, WRN-28-10 (batch 128) and
 #      ResNet-50 at 224x224 (batch 256, synthetic data), bf16 + channels_last, achieved FLOP/s against the GPU's
 #      dense bf16 peak; inference of the stripped model against the plain backbone;
-#   3. dhm's own training path (`dhm train`, CIFAR-10 JPEG decoded once onto the GPU, eager and compiled) against
+#   3. dhm's own training path (`dhm train`, CIFAR-10 JPEG decoded once onto the GPU: eager, compiled with CUDA
+#      graphs, the whole step in one CUDA graph, and that with a compiled model) against
 #      the conventional pipeline (benchmarks/conventional.py), same GPU, same run;
 #   4. accuracy: `dhm compare` of ce / ls / dsl / dhm / dhm-rampup, ResNet-32, the paper schedule scaled to the
 #      number of epochs that fits the time budget (164 at most, 60 at least), the runs side by side (--jobs).
@@ -15,7 +16,8 @@
 #   --tiny  the same code path on a few hundred images, tiny step counts and no compilation: a CPU check (< 2 min)
 # Environment: GPU_BUDGET_S (wall seconds this invocation may take, default 540), GPU_MORE_S (seconds a second
 #   invocation will add to the accuracy runs, default 0), GPU_WORK (state kept between invocations, default
-#   runs/gpu), ACC_EPOCHS (fix the epoch count), ACC_SEEDS (default 1), ACC_JOBS (default 5).
+#   runs/gpu), GPU_PHASES (run only these phases, e.g. "engine-graph conventional"; accuracy is a phase too),
+#   ACC_EPOCHS (fix the epoch count), ACC_SEEDS (default 1), ACC_JOBS (default 5).
 # A second invocation with the same WORK skips finished phases and resumes the accuracy runs.
 set -uo pipefail
 [ $# -ge 2 ] || { echo "usage: benchmarks/gpu.sh OUT DATA [--tiny]" >&2; exit 2; }
@@ -31,18 +33,19 @@ say() { echo "[gpu.sh $(( $(date +%s) - t0 ))s] $*"; }
 phase() {
   local name=$1; shift
   if [ -f "$work/done.$name" ]; then say "$name: done before, skipped"; return 0; fi
+  if [ -n "${GPU_PHASES:-}" ] && [[ " $GPU_PHASES " != *" $name "* ]]; then say "$name: not in GPU_PHASES"; return 0; fi
   say "$name: start ($(left)s left)"
-  if "$@" >"$work/logs/$name.log" 2>&1; then touch "$work/done.$name"; say "$name: ok"
+  if "$@" >"$work/logs/$name.log" 2>&1; then touch "$work/done.$name"; say "$name: ok"; tail -n 2 "$work/logs/$name.log"
   else say "$name: FAILED (exit $?), last lines:"; tail -n 5 "$work/logs/$name.log"; fi
 }
 
 if [ "$tiny" = "--tiny" ]; then
   models="cifar_resnet20:8:1 resnet18:2:1"; steps=2; warmup=1; conv_steps=2; conv_warm=1; conv_workers=2
-  compile=false; eng_epochs=2; export ACC_EPOCHS=${ACC_EPOCHS:-2}; jobs=${ACC_JOBS:-2}
+  compile=false; graph=false; eng_epochs=2; export ACC_EPOCHS=${ACC_EPOCHS:-2}; jobs=${ACC_JOBS:-2}
   tiny_over="data.val_size=50 data.batch_size=32 data.eval_batch_size=100"
 else
   models="cifar_resnet32:128:10 cifar_resnet110:128:10 wrn28_10:128:10 resnet50:256:1000"; steps=20; warmup=5
-  conv_steps=150; conv_warm=20; conv_workers=4; compile=reduce-overhead; eng_epochs=3; jobs=${ACC_JOBS:-5}
+  conv_steps=150; conv_warm=20; conv_workers=4; compile=reduce-overhead; graph=true; eng_epochs=3; jobs=${ACC_JOBS:-5}
   tiny_over=""
 fi
 seeds=${ACC_SEEDS:-1}
@@ -52,15 +55,14 @@ seeds=${ACC_SEEDS:-1}
   $py -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', 'python', sys.version.split()[0])"; } \
   >"$work/env.txt" 2>&1
-if [ -d "$data" ]; then root=$(cd "$data" && pwd)
+if [ "$tiny" = "--tiny" ]; then
+  [ -d "$work/data/tiny" ] || $py benchmarks/gpu_report.py subset "$data" "$work/data/tiny" 20 10 || exit 2
+  root="$work/data/tiny"
+elif [ -d "$data" ]; then root=$(cd "$data" && pwd)
 else
   [ -d "$work/data/CIFAR-10-images" ] || { mkdir -p "$work/data" && tar -xzf "$data" -C "$work/data"; } \
     || { echo "gpu.sh: cannot extract $data" >&2; exit 2; }
   root="$work/data/CIFAR-10-images"
-fi
-if [ "$tiny" = "--tiny" ]; then
-  [ -d "$work/data/tiny" ] || $py benchmarks/gpu_report.py subset "$root" "$work/data/tiny" 30 10 || exit 2
-  root="$work/data/tiny"
 fi
 say "data: $root"
 
@@ -81,19 +83,29 @@ phase engine-eager $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs=2 t
   train.out_dir="$work/engine-eager"
 phase engine-compiled $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs="$eng_epochs" \
   train.compile="$compile" train.out_dir="$work/engine-compiled"
+phase engine-graph $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs="$eng_epochs" \
+  train.cuda_graph="$graph" train.out_dir="$work/engine-graph"
 phase conventional $py benchmarks/conventional.py --data "$root" --steps "$conv_steps" --warmup "$conv_warm" \
   --workers "$conv_workers" --json "$work/conventional.json"
+phase engine-graph-compiled $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs="$eng_epochs" \
+  train.cuda_graph="$graph" train.compile="$graph" train.out_dir="$work/engine-graph-compiled"
 
 # 4. accuracy, side by side, resumable ------------------------------------------------------------------------------
-# The accuracy runs compile as the engine phase did; should that compilation have failed, they run eager.
-acc_compile=$compile; [ -f "$work/done.engine-compiled" ] || acc_compile=false
+if [ -n "${GPU_PHASES:-}" ] && [[ " $GPU_PHASES " != *" accuracy "* ]]; then
+  $py benchmarks/gpu_report.py report "$work" "$out"; say "report in $out (accuracy not in GPU_PHASES)"; exit 0
+fi
+# The accuracy runs take the fastest engine path that worked: the whole step in a CUDA graph, else the compiled
+# model with CUDA graphs, else eager.
+if [ -f "$work/done.engine-graph" ]; then acc_path=(train.cuda_graph="$graph" train.compile=false)
+elif [ -f "$work/done.engine-compiled" ]; then acc_path=(train.compile="$compile")
+else acc_path=(train.compile=false); fi
 [ -f "$work/plan.json" ] || $py benchmarks/gpu_report.py plan "$work" "$(( $(left) - 45 + ${GPU_MORE_S:-0} ))" \
   "${ACC_EPOCHS:-0}" "$jobs" || exit 2
 read -r epochs milestones < <($py -c "import json; p = json.load(open('$work/plan.json')); \
 print(p['epochs'], ','.join(map(str, p['milestones'])))")
 acc=(cifar10-jpeg --seeds "$seeds" --modes ce,ls,dsl,dhm,dhm-rampup --out "$work/accuracy"
-     "${common[@]}" data.workers=4 train.epochs="$epochs" "optim.milestones=[$milestones]" train.compile="$acc_compile")
-say "accuracy: $epochs epochs, milestones $milestones, $jobs jobs, compile $acc_compile, $(left)s left"
+     "${common[@]}" data.workers=4 train.epochs="$epochs" "optim.milestones=[$milestones]" "${acc_path[@]}")
+say "accuracy: $epochs epochs, milestones $milestones, $jobs jobs, ${acc_path[*]}, $(left)s left"
 if [ "$(left)" -gt 60 ]; then
   timeout --signal=TERM --kill-after=20 "$(( $(left) - 40 ))" $py -m dhm compare "${acc[@]}" --jobs "$jobs" \
     >"$work/logs/accuracy.log" 2>&1; say "accuracy: exit $?"

@@ -20,11 +20,28 @@ MIN_EPOCHS = 60
 MODES_WITH_BRANCHES, PLAIN_MODES = 3, 2  # dsl, dhm, dhm-rampup; ce, ls
 OVERLAP = 0.8  # assumed wall time of side-by-side runs relative to running them one after the other
 STARTUP_S = 60  # decoding and compilation in every accuracy process
+ENGINE_RUNS = ("eager", "compiled", "graph", "graph-compiled")  # engine-<name> run folders of gpu.sh
 
 
 def subset(src: str, dst: str, train_per_class: int, test_per_class: int) -> None:
-    """Copy the first N images of every class of ``src/train`` and ``src/test`` to ``dst``."""
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
+    """Copy the first N images of every class of ``src/train`` and ``src/test`` to ``dst``; ``src`` may be the
+    tarball itself (read in one pass, nothing else extracted)."""
+    counts = {"train": train_per_class, "test": test_per_class}
+    if Path(src).is_file():
+        taken: dict[tuple[str, str], int] = {}
+        with tarfile.open(src) as tar:
+            for member in tar:
+                parts = Path(member.name).parts  # CIFAR-10-images/<split>/<class>/<file>
+                if not member.isfile() or len(parts) != 4 or parts[1] not in counts:
+                    continue
+                key = (parts[1], parts[2])
+                if taken.get(key, 0) < counts[parts[1]]:
+                    taken[key] = taken.get(key, 0) + 1
+                    target = Path(dst) / parts[1] / parts[2] / parts[3]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())
+        return
+    for split, count in counts.items():
         for folder in sorted(p for p in (Path(src) / split).iterdir() if p.is_dir()):
             target = Path(dst) / split / folder.name
             target.mkdir(parents=True, exist_ok=True)
@@ -53,9 +70,13 @@ def plan(work: str, budget_s: float, fixed_epochs: int, jobs: int) -> dict:
     note = f"fixed at {fixed_epochs}"
     epochs = fixed_epochs
     if epochs <= 0:
-        runs = [_metrics(work / "engine-compiled"), _metrics(work / "engine-eager")]
+        runs = [_metrics(work / f"engine-{name}") for name in ("graph", "compiled", "eager")]  # the path used
         epoch_s = next((r[-1]["time_s"] for r in runs if r), None)
-        speed = {r["mode"]: r["ms_per_step"] for r in _speed_rows(work) if r["model"] == "cifar_resnet32"}
+        speed = {
+            r["mode"]: r["ms_per_step"]
+            for r in _speed_rows(work)
+            if r["suite"] == "speed" and r["model"] == "cifar_resnet32"
+        }
         plain_ratio = speed["ce"] / speed["dhm"] if {"ce", "dhm"} <= speed.keys() else 0.5
         if epoch_s is None:
             epochs, note = MIN_EPOCHS, "no measured epoch time: the minimum"
@@ -87,7 +108,7 @@ def report(work: str, out: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = (work / "env.txt").read_text() if (work / "env.txt").is_file() else ""
     speed = _speed_rows(work)
-    engines = {name: _metrics(work / f"engine-{name}") for name in ("eager", "compiled")}
+    engines = {name: _metrics(work / f"engine-{name}") for name in ENGINE_RUNS}
     conventional = (
         json.loads((work / "conventional.json").read_text()) if (work / "conventional.json").is_file() else None
     )
@@ -125,9 +146,10 @@ def report(work: str, out: str) -> None:
         if records:
             last = records[-1]
             summary = work / f"engine-{name}" / "summary.json"
-            compiled = json.loads(summary.read_text())["config"]["train"]["compile"] if summary.is_file() else "?"
+            train = json.loads(summary.read_text())["config"]["train"] if summary.is_file() else {}
+            setting = f"compile={train.get('compile', '?')}, cuda_graph={train.get('cuda_graph', False)}"
             row = {
-                "what": f"dhm train, in-memory data on the device, bf16, channels_last, compile={compiled}",
+                "what": f"dhm train, in-memory data on the device, bf16, channels_last, {setting}",
                 "images_per_s": last["images_per_s"],
                 "epoch_s": 45_000 / last["images_per_s"],
                 "epoch_with_val_s": last["time_s"],

@@ -35,8 +35,9 @@ SMALL = [
         ["loss.mode=dhm"],
         ["loss.mode=dhm", "loss.dynamic=official", "loss.rampup_epochs=2", "loss.rampup=sigmoid"],
         ["loss.mode=dhm", "loss.dynamic=bernoulli(0.5)", "train.accum_steps=2"],
+        ["loss.mode=dhm", "loss.dynamic=official", "loss.rampup_epochs=2", "train.cuda_graph=true"],
     ],
-    ids=["ce", "ls", "dhm", "dhm-official-rampup", "dhm-bernoulli-accum"],
+    ids=["ce", "ls", "dhm", "dhm-official-rampup", "dhm-bernoulli-accum", "dhm-cuda-graph"],
 )
 def test_training_steps_never_synchronise(tmp_path, overrides):
     trainer = Trainer(load_config("smoke", [*SMALL, *overrides, f"train.out_dir={tmp_path}"]))
@@ -59,3 +60,31 @@ def test_in_memory_loader_is_on_the_device_and_reproducible():
     first = [x for x, _ in build_loader(source, device=torch.device("cuda"), **kwargs)]
     again = [x for x, _ in build_loader(source, device=torch.device("cuda"), **kwargs)]
     assert all(a.is_cuda and torch.equal(a, b) for a, b in zip(first, again))
+
+
+def _train(tmp_path, cuda_graph: bool, epochs: int = 2) -> tuple[list[torch.Tensor], list[float]]:
+    overrides = [*SMALL, "train.amp=off", "loss.mode=dhm", "optim.warmup_epochs=1.5", f"train.cuda_graph={cuda_graph}"]
+    trainer = Trainer(load_config("smoke", [*overrides, f"train.out_dir={tmp_path}"]))
+    losses = []
+    for epoch in range(epochs):  # 7 steps an epoch: 3 eager, the capture, then replays
+        losses.append(trainer.train_one_epoch(trainer.model, epoch)["train/loss"])
+    return [p.detach().clone() for p in trainer.model.parameters()], losses
+
+
+def test_cuda_graph_step_trains_like_the_eager_step(tmp_path):
+    """Same weights after two epochs of a warm-up schedule (the lr changes every step): the replayed graph reads
+    the learning rate, the batch and the loss weights anew at every step."""
+    eager, eager_losses = _train(tmp_path / "eager", False)
+    graph, graph_losses = _train(tmp_path / "graph", True)
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-3)
+    for a, b in zip(eager, graph):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_cuda_graph_refuses_what_it_cannot_capture(tmp_path):
+    from dhm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="accum_steps=1"):
+        Trainer(
+            load_config("smoke", [*SMALL, "train.cuda_graph=true", "train.accum_steps=2", f"train.out_dir={tmp_path}"])
+        )

@@ -72,6 +72,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 where native) | off | bf16 | fp16 (fp16 uses a grad scaler)
     channels_last: bool | str = "auto"  # auto (CUDA and oneDNN CPUs) | true | false
     compile: bool | str = False  # torch.compile the model: false | true | a mode (reduce-overhead = CUDA graphs)
+    cuda_graph: bool = False  # capture the whole step (forward, loss, backward, update) in one CUDA graph
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP
     resume: str = ""  # "" | auto | path to a last.pt

@@ -46,7 +46,10 @@ def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
     raise ConfigError(f"train.channels_last must be auto, true or false; got {value!r}")
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision context of a resolved ``amp`` (a no-op for ``off``)."""
+def autocast(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision context of a resolved ``amp`` (a no-op for ``off``); ``cache=False`` while capturing a
+    CUDA graph (cached weight casts would outlive the capture)."""
     dtype = AMP_DTYPES[amp]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import sys
@@ -37,6 +36,7 @@ from .optim import build_optimizer, build_scheduler
 from .plots import plot_history
 from .precision import autocast, resolve_amp, resolve_channels_last
 from .recorder import Recorder, summary_table
+from .step import EagerStep, GraphStep, make_step
 
 
 @torch.no_grad()
@@ -99,6 +99,8 @@ class Trainer:
         self.amp = resolve_amp(cfg.train.amp, self.dist.device)
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.dist.device)
         self.compile_mode = resolve_compile(cfg.train.compile)
+        if cfg.train.cuda_graph and records_cuda_graphs(self.compile_mode, self.dist.device):
+            raise ConfigError("train.cuda_graph=true captures the step itself: use it with train.compile=true or false")
         if cfg.train.sync_bn and self.dist.device.type != "cuda":
             raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         D.seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -113,6 +115,9 @@ class Trainer:
         self.steps_per_epoch = self._steps()
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.amp == "fp16")
+        if cfg.train.cuda_graph:
+            GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, self.amp, self.optimizer)
+        self._step: EagerStep | None = None
         self.state = RunState()
         self.run_dir = self._run_dir()
         self.recorder: Recorder | None = None
@@ -239,6 +244,8 @@ class Trainer:
         seen = 0
         bar = self._bar(epoch, steps)
         graphs = records_cuda_graphs(self.compile_mode, device)
+        run = self._step_fn(model)
+        meters: Tensor | None = None
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             step, micro = divmod(i, accum)
@@ -248,34 +255,42 @@ class Trainer:
                 torch.compiler.cudagraph_mark_step_begin()
             self.loss_fn.set_progress(epoch + step / steps)
             last_micro = micro == accum - 1
-            sync = model.no_sync() if self.dist.distributed and not last_micro else contextlib.nullcontext()
-            with sync:
-                with autocast(device, self.amp):
-                    out = model(x)
-                    losses = self.loss_fn(out, y)
-                self.scaler.scale(losses["loss"] / accum).backward()
+            values, hits = run(x, y, last_micro)
             if last_micro:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0) + value.detach().float() * len(y)
-            main = out[0] if isinstance(out, (tuple, list)) else out
-            correct += (main.argmax(-1) == y).sum()
+            meters = values * len(y) if meters is None else meters + values * len(y)
+            correct += hits
             seen += len(y)
             if bar is not None and last_micro:
                 bar.update(1)
                 if step % 5 == 0 or step == steps - 1:
                     rate = seen * self.dist.world / (time.perf_counter() - start)
                     bar.set_postfix(
-                        loss=f"{sums['loss'].item() / seen:.3f}",
+                        loss=f"{meters[run.keys.index('loss')].item() / seen:.3f}",
                         acc=f"{100 * correct.item() / seen:.1f}",
                         img_s=f"{rate:.0f}",
                     )
         if bar is not None:
             bar.close()
+        sums = dict(zip(run.keys, meters.unbind())) if meters is not None else {}
         return sums, correct, seen
+
+    def _step_fn(self, model: nn.Module) -> EagerStep:
+        """The step object for ``model`` (the wrapped one), made once per run and kept across epochs (a captured
+        CUDA graph is reused by every later epoch)."""
+        if self._step is None or self._step.model is not model:
+            self._step = make_step(
+                self.cfg.train.cuda_graph,
+                model,
+                self.loss_fn,
+                self.optimizer,
+                self.scaler,
+                self.amp,
+                self.dist.device,
+                self.cfg.train.accum_steps,
+                self.dist.distributed,
+            )
+        return self._step
 
     def _bar(self, epoch: int, steps: int):
         if not (self.dist.is_main and self.cfg.train.progress and sys.stderr.isatty()):

@@ -1,0 +1,133 @@
+"""One training step as a callable: eager (any device, DDP, gradient accumulation, fp16 loss scaling), or the whole
+step (forward, loss, backward, SGD update, meters) captured once in a CUDA graph and replayed (``train.cuda_graph``).
+
+Small CIFAR models are launch-bound on a GPU: an eager or compiled step spends most of its time in Python and
+kernel launches, not in the kernels. A replayed graph launches the step's hundreds of kernels with one call. What
+changes per step lives in device tensors read by the graph: the batch (copied into static input buffers), the
+learning rate (a tensor per parameter group, filled from the schedule before each replay), the mimicking ramp-up
+weight (the loss's buffer) and the random numbers of the dynamic variants (CUDA's graph-safe generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .precision import autocast
+
+StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, correct-prediction count)
+
+
+class EagerStep:
+    """Forward, loss and backward of one micro-batch; the SGD update after the last micro-batch of a step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        amp: str,
+        device: torch.device,
+        accum: int = 1,
+        distributed: bool = False,
+    ) -> None:
+        self.model, self.loss_fn, self.optimizer, self.scaler = model, loss_fn, optimizer, scaler
+        self.amp, self.device, self.accum, self.distributed = amp, device, accum, distributed
+        self.keys: list[str] = []  # names of the loss components, in the order of the stacked values
+
+    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True) -> StepOutput:
+        sync = self.model.no_sync() if self.distributed and not last_micro else contextlib.nullcontext()
+        with sync:
+            out = self._forward_backward(x, y)
+        if last_micro:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _forward_backward(self, x: Tensor, y: Tensor, cache: bool = True) -> StepOutput:
+        with autocast(self.device, self.amp, cache):
+            out = self.model(x)
+            losses = self.loss_fn(out, y)
+        self.scaler.scale(losses["loss"] / self.accum).backward()
+        self.keys = list(losses)
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        main = out[0] if isinstance(out, (tuple, list)) else out
+        return values, (main.argmax(-1) == y).sum()
+
+
+class GraphStep(EagerStep):
+    """The whole step in one CUDA graph: a few eager steps on a side stream (cuDNN and cuBLAS set-up, momentum
+    buffers, compilation), then one capture, then a replay per step. Needs CUDA, one process, no accumulation, no
+    fp16 scaler and a fused SGD (its update reads the learning rate from a device tensor)."""
+
+    warmup = 3
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.check(self.device, self.distributed, self.accum, self.amp, self.optimizer)
+        self.lrs = [torch.tensor(float(g["lr"]), device=self.device) for g in self.optimizer.param_groups]
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.calls = 0
+
+    @staticmethod
+    def check(
+        device: torch.device, distributed: bool, accum: int, amp: str, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """ConfigError unless the step can be captured (called before a run starts)."""
+        if device.type != "cuda" or distributed or accum != 1 or amp == "fp16":
+            raise ConfigError(
+                "train.cuda_graph=true needs one CUDA process, train.accum_steps=1 and no fp16 (use train.amp=bf16)"
+            )
+        if not optimizer.defaults.get("fused"):
+            raise ConfigError("train.cuda_graph=true needs the fused SGD (built on CUDA devices)")
+
+    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True) -> StepOutput:
+        if self.graph is not None:
+            self._fill_lrs()
+            self.static_x.copy_(x)
+            self.static_y.copy_(y)
+            self.graph.replay()
+            return self.static_out
+        if self.calls < self.warmup:
+            self.calls += 1
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                out = super().__call__(x, y)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            return out
+        return self._capture(x, y)
+
+    def _fill_lrs(self) -> None:
+        for lr, group in zip(self.lrs, self.optimizer.param_groups):
+            lr.fill_(float(group["lr"]))
+
+    def _capture(self, x: Tensor, y: Tensor) -> StepOutput:
+        self.static_x, self.static_y = x.clone(), y.clone()
+        self._fill_lrs()
+        self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the gradients it overwrites
+        groups = self.optimizer.param_groups
+        floats = [g["lr"] for g in groups]
+        for group, lr in zip(groups, self.lrs):
+            group["lr"] = lr  # the captured update reads this tensor; the schedule keeps writing floats
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out = self._forward_backward(self.static_x, self.static_y, cache=False)
+                self.optimizer.step()
+        finally:
+            for group, lr in zip(groups, floats):
+                group["lr"] = lr
+        self.graph, self.static_out = graph, out
+        graph.replay()  # capturing records the step without running it
+        return out
+
+
+def make_step(cuda_graph: bool, *args, **kwargs) -> EagerStep:
+    """The step object of a run: ``GraphStep`` with ``train.cuda_graph``, else ``EagerStep``."""
+    return (GraphStep if cuda_graph else EagerStep)(*args, **kwargs)

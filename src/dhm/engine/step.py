@@ -75,9 +75,7 @@ class GraphStep(EagerStep):
         self.calls = 0
 
     @staticmethod
-    def check(
-        device: torch.device, distributed: bool, accum: int, amp: str, optimizer: torch.optim.Optimizer
-    ) -> None:
+    def check(device: torch.device, distributed: bool, accum: int, amp: str, optimizer: torch.optim.Optimizer) -> None:
         """ConfigError unless the step can be captured (called before a run starts)."""
         if device.type != "cuda" or distributed or accum != 1 or amp == "fp16":
             raise ConfigError(

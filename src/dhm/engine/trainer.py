@@ -239,7 +239,6 @@ class Trainer:
         loader = self.data.train
         loader.set_epoch(epoch)
         model.train()
-        sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=device)
         seen = 0
         bar = self._bar(epoch, steps)

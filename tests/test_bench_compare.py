@@ -80,6 +80,10 @@ def test_compare_runs_skips_and_tabulates(tmp_path):
     )
     assert result["modes"]["ce"]["test_best"]["n"] == 2
     assert (tmp_path / "compare.md").read_text().startswith("| mode | n |") and (tmp_path / "compare.png").is_file()
+    assert (tmp_path / "compare_dynamics.png").stat().st_size > 10_000  # per-epoch dynamics, one row per mode
+    record = json.loads((tmp_path / "dhm-official" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= record["val/agree"] <= 100 and 0 <= record["train/acc1/head1"] <= 100
+    assert set(result["modes"]["dhm-official"]["test_heads"]) == {"main", "head1", "head2", "ensemble"}
     logs = []
     run_compare("smoke", 2, ["ce"], overrides, tmp_path, log=logs.append)
     assert logs == ["[compare] ce seed 0: done, skipped", "[compare] ce seed 1: done, skipped"]

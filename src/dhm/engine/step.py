@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .precision import autocast
 
-StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, correct-prediction count)
+StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, correct predictions per head)
 
 
 class EagerStep:
@@ -56,8 +56,8 @@ class EagerStep:
         self.scaler.scale(losses["loss"] / self.accum).backward()
         self.keys = list(losses)
         values = torch.stack([v.detach().float() for v in losses.values()])
-        main = out[0] if isinstance(out, (tuple, list)) else out
-        return values, (main.argmax(-1) == y).sum()
+        heads = out if isinstance(out, (tuple, list)) else (out,)
+        return values, torch.stack([(z.argmax(-1) == y).sum() for z in heads])
 
 
 class GraphStep(EagerStep):

@@ -47,7 +47,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", h
     was_training = inner.training
     inner.eval()
     names = inner.head_names if heads and isinstance(inner, DHMModel) else ("main",)
-    correct = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
+    correct = torch.zeros(len(names) + 2, dtype=torch.float64, device=device)  # heads, ensemble, all agree
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in loader:
@@ -57,6 +57,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", h
         ensemble = torch.stack([o.softmax(-1) for o in outs]).mean(0)
         for k, o in enumerate([*outs, ensemble]):
             correct[k] += (o.argmax(-1) == y).sum()
+        predictions = torch.stack([o.argmax(-1) for o in outs])
+        correct[-1] += (predictions == predictions[0]).all(0).sum()
         loss_sum += F.cross_entropy(outs[0], y, reduction="sum")
         count += y.numel()
     D.all_reduce_sum(correct), D.all_reduce_sum(loss_sum), D.all_reduce_sum(count)
@@ -65,6 +67,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", h
     result = {f"acc1/{name}": 100.0 * c / n for name, c in zip([*names, "ensemble"], correct.tolist())}
     if len(names) == 1:
         result.pop("acc1/ensemble")
+    else:  # how often every head predicts the main head's class (the mimicking's visible effect)
+        result["agree"] = 100.0 * correct[-1].item() / n
     result["loss"] = loss_sum.item() / n
     return result
 
@@ -110,6 +114,7 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         heads = self.model.head_names if isinstance(self.model, DHMModel) else None
+        self.head_names: tuple[str, ...] = tuple(heads) if heads else ("main",)
         self.loss_fn = build_loss(cfg, heads).to(self.dist.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = self._steps()
@@ -223,23 +228,29 @@ class Trainer:
         start = time.perf_counter()
         sums, correct, seen = self.run_steps(model, epoch)
         # The epoch's one host round trip: sum the device meters over processes and read them.
-        totals = torch.stack([*sums.values(), correct.float(), torch.tensor(float(seen), device=self.dist.device)])
+        heads = len(correct)
+        totals = torch.cat([torch.stack(list(sums.values())), correct.float(), correct.new_full((1,), float(seen))])
         D.all_reduce_sum(totals)
-        n = totals[-1].item()
-        result = {f"train/{k}": v / n for k, v in zip(sums, totals[:-2].tolist())}
-        result["train/acc1"] = 100.0 * totals[-2].item() / n
+        values = totals.tolist()
+        n = values[-1]
+        result = {f"train/{k}": v / n for k, v in zip(sums, values)}
+        result["train/acc1"] = 100.0 * values[len(sums)] / n  # the main head
+        if heads > 1:
+            for name, hits in zip(self.head_names, values[len(sums) : len(sums) + heads]):
+                result[f"train/acc1/{name}"] = 100.0 * hits / n
         result["images_per_s"] = n / (time.perf_counter() - start)
         return result
 
     def run_steps(self, model: nn.Module, epoch: int) -> tuple[dict[str, Tensor], Tensor, int]:
         """The optimizer steps of one epoch. Returns device meters (loss sums weighted by batch size, correct
-        count) and the local image count. Nothing in here waits for the device unless a progress bar is drawn."""
+        counts per head, main first) and the local image count. Nothing in here waits for the device unless a
+        progress bar is drawn."""
         cfg, device = self.cfg, self.dist.device
         accum, steps = cfg.train.accum_steps, self.steps_per_epoch
         loader = self.data.train
         loader.set_epoch(epoch)
         model.train()
-        correct = torch.zeros((), device=device)
+        correct = torch.zeros(len(self.head_names), device=device)
         seen = 0
         bar = self._bar(epoch, steps)
         graphs = records_cuda_graphs(self.compile_mode, device)
@@ -266,7 +277,7 @@ class Trainer:
                     rate = seen * self.dist.world / (time.perf_counter() - start)
                     bar.set_postfix(
                         loss=f"{meters[run.keys.index('loss')].item() / seen:.3f}",
-                        acc=f"{100 * correct.item() / seen:.1f}",
+                        acc=f"{100 * correct[0].item() / seen:.1f}",
                         img_s=f"{rate:.0f}",
                     )
         if bar is not None:

@@ -43,22 +43,39 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine.checkpoint import FORMAT, load_file, load_state
     from .engine.precision import resolve_amp, resolve_channels_last
     from .engine.trainer import evaluate
+    from .predict import load_deployed
 
-    ckpt = load_file(ns.checkpoint, FORMAT)
-    data = ckpt["config"]
+    training = ns.checkpoint.endswith(".pt") and load_file(ns.checkpoint).get("format") == FORMAT
+    deployed = None if training else load_deployed(ns.checkpoint)  # deploy.pt, pt or safetensors export
+    data = load_file(ns.checkpoint)["config"] if training else dict(deployed.config)
+    if not data:
+        raise DHMError(f"{ns.checkpoint} does not carry the config of its run; evaluate the run's checkpoint")
     for text in ns.overrides:
         _set_dotted(data, *parse_override(text))
     cfg = config_from_dict(data)
     info = dist.setup(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, info.device)
     plan = build_data(cfg, info, resolve_channels_last(cfg.train.channels_last, info.device))
-    model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
-    load_state(model, ckpt["model"], f"checkpoint {ns.checkpoint}")
+    if deployed is not None:  # the plain backbone: the main head only
+        model = deployed.model.to(info.device)
+    else:
+        model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
+        load_state(model, load_file(ns.checkpoint)["model"], f"checkpoint {ns.checkpoint}")
     splits = [("val", plan.val), ("test", plan.test)] if plan.val is not None else [("test", plan.test)]
     for name, loader in splits:
         result = evaluate(model, loader, info.device, amp, heads=ns.heads)
         accs = "  ".join(f"{k.removeprefix('acc1/')} {v:.2f}" for k, v in result.items() if k.startswith("acc1/"))
         print(f"{name}: top-1 % {accs}  (loss {result['loss']:.4f})")
+    return 0
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    from .predict import load_deployed, load_images, predict
+
+    deployed = load_deployed(ns.checkpoint)
+    files, images = load_images(ns.images, deployed.input_size)
+    for path, top in zip(files, predict(deployed, images, ns.top_k)):
+        print(f"{path}: " + "  ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0
 
 
@@ -155,11 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value ...]")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its validation and test splits")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on its validation and test splits",
+        description="Top-1 accuracy on the run's validation and test splits of best.pt / last.pt (every head with "
+        "--heads) or of deploy.pt and pt/safetensors exports (the deployed backbone: the main head).",
+    )
     p.add_argument("checkpoint")
     p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... for another data location")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a trained model",
+        description="Top-k classes of every image (files or folders) with CHECKPOINT: best.pt, last.pt, "
+        "deploy.pt or a pt/safetensors export. Uses the saved class names, normalisation and input size.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("export", help="export the branch-free backbone of a checkpoint")
     p.add_argument("checkpoint")

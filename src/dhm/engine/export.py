@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import CheckpointError, DHMError
 from ..models import create_model
+from ..predict import SAFETENSORS_META, SAFETENSORS_MODEL
 from ..registry import Registry
 from .checkpoint import DEPLOY_FORMAT, deploy_payload, load_file, load_state, save_atomic
 
@@ -40,9 +41,8 @@ def load_deployable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
         load_state(model, state, f"checkpoint {path}")
         cfg = obj.get("config", {})
-        payload = deploy_payload(
-            model, spec, {"classes": obj.get("classes", []), "config": cfg, "input_size": obj.get("input_size")}
-        )
+        meta = {k: obj.get(k) for k in ("classes", "input_size", "mean", "std")}
+        payload = deploy_payload(model, spec, {**meta, "classes": meta["classes"] or [], "config": cfg})
     return model.eval(), payload
 
 
@@ -59,12 +59,18 @@ def export_pt(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
 
 @EXPORTERS.register("safetensors")
 def export_safetensors(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
-    """Tensors only, with the model spec as JSON metadata (needs the ``safetensors`` package)."""
+    """Tensors only; the model spec and the class names, normalisation, input size and config as JSON metadata
+    (``dhm predict`` and ``dhm eval`` read them; needs the ``safetensors`` package)."""
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise DHMError("safetensors export needs the safetensors package: pip install safetensors") from None
-    save_file(payload["state_dict"], str(out), metadata={"dhm_model": json.dumps(payload["model"])})
+    meta = {k: payload.get(k) for k in ("classes", "mean", "std", "input_size", "config")}
+    save_file(
+        payload["state_dict"],
+        str(out),
+        metadata={SAFETENSORS_MODEL: json.dumps(payload["model"]), SAFETENSORS_META: json.dumps(meta)},
+    )
 
 
 @EXPORTERS.register("torchscript")

@@ -211,6 +211,8 @@ class Trainer:
             "model_spec": model_spec(self.cfg, self.data.num_classes, self.in_channels),
             "classes": self.data.bundle.classes,
             "input_size": self._input_size(),
+            "mean": list(self.data.bundle.mean),
+            "std": list(self.data.bundle.std),
         }
 
     # ----- training ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .errors import DHMError
 from .registry import RegistryError
+from .version import __version__
 
 
 def _split_recipe(args: Sequence[str]) -> tuple[str, list[str]]:
@@ -87,9 +88,20 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
+    import difflib
+
     from .models import list_models, paper_branches
 
-    for name in list_models(ns.pattern):
+    names = list_models(ns.pattern)
+    if not names:
+        every = list_models()
+        close = difflib.get_close_matches(ns.pattern.strip("*"), every, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        near = [n for n in every if ns.pattern.strip("*").lower() in n.lower()]
+        if near:
+            hint = f"; the pattern is a glob over whole names: try '*{ns.pattern.strip('*')}*' ({', '.join(near[:4])})"
+        raise DHMError(f"no model matches {ns.pattern!r}{hint} (`dhm models` lists them all)")
+    for name in names:
         layout = "; ".join(
             f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "") for s in paper_branches(name)
         )
@@ -109,6 +121,14 @@ def cmd_recipes(ns: argparse.Namespace) -> int:
 def cmd_config(ns: argparse.Namespace) -> int:
     from .config import dump_config, load_config
 
+    if ns.keys:
+        from .config.keys import describe_keys
+
+        rows = describe_keys()
+        width = max(len(r.key) for r in rows)
+        for r in rows:
+            print(f"{r.key:<{width}}  {r.type:<18} {r.default:<14} {r.comment}".rstrip())
+        return 0
     recipe, overrides = _split_recipe([ns.recipe, *ns.overrides])
     print(dump_config(load_config(recipe, overrides)), end="")
     return 0
@@ -159,17 +179,41 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless the help already names it or there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower() or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dhm", description="Dynamic Hierarchical Mimicking: train, evaluate, export.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="dhm",
+        description="Dynamic Hierarchical Mimicking: train, evaluate, predict, export, compare, measure.",
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action="version", version=f"dhm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:  # every subcommand shows its defaults
+        return _add(name, formatter_class=_Help, **kwargs)
+
+    sub.add_parser = add_parser
 
     p = sub.add_parser(
         "train",
         help="train a recipe (default: demo)",
         description="Train RECIPE (a bundled name or a YAML path; default demo) with dotted overrides, "
-        "e.g. `dhm train demo train.epochs=5 optim.lr=0.05`. Prints the run directory last.",
+        "e.g. `dhm train demo train.epochs=5 optim.lr=0.05`. Prints the run directory last. "
+        "`dhm config --keys` lists every key with its type, default and meaning; `dhm recipes` the recipes.",
     )
-    p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value ...]")
+    p.add_argument(
+        "args", nargs="*", metavar="[RECIPE] [key=value ...]", help="a recipe (`dhm recipes`) and config overrides"
+    )
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser(
@@ -178,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-1 accuracy on the run's validation and test splits of best.pt / last.pt (every head with "
         "--heads) or of deploy.pt and pt/safetensors exports (the deployed backbone: the main head).",
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export")
     p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... for another data location")
     p.set_defaults(fn=cmd_eval)
@@ -189,14 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-k classes of every image (files or folders) with CHECKPOINT: best.pt, last.pt, "
         "deploy.pt or a pt/safetensors export. Uses the saved class names, normalisation and input size.",
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("export", help="export the branch-free backbone of a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--format", required=True, choices=["safetensors", "pt", "torchscript", "onnx"])
+    p.add_argument("checkpoint", help="a training checkpoint (best.pt, last.pt) or deploy.pt")
+    p.add_argument(
+        "--format", required=True, choices=["safetensors", "pt", "torchscript", "onnx"], help="the export format"
+    )
     p.add_argument("--output", "-o", default=None, help="output file (default: next to the checkpoint)")
     p.set_defaults(fn=cmd_export)
 
@@ -207,13 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         "steps across precision, memory format and torch.compile; inference of the stripped "
         "model; step time against branches and batch size next to the FLOP ratio.",
     )
-    p.add_argument("--model", default="cifar_resnet32")
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--model", default="cifar_resnet32", help="a registered model (`dhm models`)")
+    p.add_argument("--classes", type=int, default=100, help="number of classes of the synthetic task")
+    p.add_argument("--batch", type=int, default=128, help="batch size of the timed steps")
     p.add_argument("--suite", default="speed,inference,growth", help="any of speed, inference, growth")
-    p.add_argument("--modes", default="ce,dsl,dhm")
-    p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--formats", default="nchw,channels_last")
+    p.add_argument("--modes", default="ce,dsl,dhm", help="comma-separated: ce, dsl, dhm")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    p.add_argument("--formats", default="nchw,channels_last", help="comma-separated memory formats")
     p.add_argument(
         "--compile",
         default="off,on",
@@ -227,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="precision,format,compile for the inference/growth suites, "
         "e.g. bf16,channels_last,off (default fp32,nchw,off)",
     )
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per setting (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (3 more when compiled)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--markdown", default=None, help="write the markdown tables here")
     p.set_defaults(fn=cmd_bench)
@@ -240,30 +286,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs each mode (ce, ls, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
         "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
     )
-    p.add_argument("recipe")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--modes", default="ce,dsl,dhm")
+    p.add_argument("recipe", help="a recipe name (`dhm recipes`) or a YAML path")
+    p.add_argument("--seeds", default="3", help="a count (3 = seeds 0, 1, 2) or a list of seeds (0,4,7)")
+    p.add_argument("--modes", default="ce,dsl,dhm", help="comma-separated comparison modes (listed above)")
     p.add_argument("--out", default=None, help="folder of the runs (default runs/compare/<recipe>)")
     p.add_argument(
         "--jobs",
         type=int,
         default=1,
-        help="runs side by side, one process each (on a GPU through CUDA MPS when available); default 1",
+        help="runs side by side, one process each (on a GPU through CUDA MPS when available)",
     )
     p.add_argument("--no-train", action="store_true", help="only tabulate the runs that are there")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("models", help="list registered models and their paper branch layouts")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="a glob over the names, e.g. 'wrn*' or '*resnet3*'")
     p.set_defaults(fn=cmd_models)
 
     p = sub.add_parser("recipes", help="list the bundled recipes")
     p.set_defaults(fn=cmd_recipes)
 
-    p = sub.add_parser("config", help="print the resolved config of a recipe with overrides")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved config of a recipe with overrides, or every key (--keys)",
+        description="Print RECIPE's resolved config (with key=value overrides), or with --keys every config key "
+        "with its type, default and meaning.",
+    )
+    p.add_argument("--keys", action="store_true", help="list every config key: type, default, meaning")
+    p.add_argument("recipe", nargs="?", default="demo", help="a recipe name (`dhm recipes`) or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.05")
     p.set_defaults(fn=cmd_config)
     return parser
 
@@ -272,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dhm`` console script and ``python -m dhm``."""
     parser = build_parser()
     ns, extra = parser.parse_known_args(argv)
+    if ns.command is None:  # bare `dhm`: what it can do
+        parser.print_help()
+        return 0
     # key=value overrides may come after options (`dhm compare demo --seeds 3 train.epochs=5`)
     target = "args" if ns.command == "train" else "overrides"
     if extra and hasattr(ns, target) and all("=" in e and not e.startswith("-") for e in extra):

@@ -43,9 +43,28 @@ def run_dir(root: Path, mode: str, seed: int) -> Path:
     return root / mode / f"seed{seed}"
 
 
+def seed_list(seeds: int | str | Sequence[int]) -> list[int]:
+    """``3`` (a count: seeds 0, 1, 2), ``"3"``, ``"0,4,7"`` or a sequence of seeds -> the list of seeds."""
+    if isinstance(seeds, str):
+        parts = [p.strip() for p in seeds.split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"--seeds takes a count or a comma-separated list of seeds, got {seeds!r}") from None
+        seeds = values[0] if len(values) == 1 and "," not in seeds else values
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        return list(range(seeds))
+    values = list(seeds)
+    if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"--seeds needs distinct seeds >= 0, got {values}")
+    return values
+
+
 def run_compare(
     recipe: str,
-    seeds: int,
+    seeds: int | str | Sequence[int],
     modes: Sequence[str],
     overrides: Sequence[str] = (),
     out: str | Path | None = None,
@@ -67,13 +86,12 @@ def run_compare(
 
     base = load_config(recipe, overrides)
     root = Path(out) if out else Path(base.train.runs_root) / "compare" / base.name
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    seeds = seed_list(seeds)
     for mode in modes:
         COMPARE_MODES.get(mode)
     pending: list[tuple[str, int, list[str]]] = []
     for mode in modes:
-        for seed in range(seeds):
+        for seed in seeds:
             directory = run_dir(root, mode, seed)
             if (directory / "summary.json").is_file():
                 log(f"[compare] {mode} seed {seed}: done, skipped")
@@ -112,13 +130,13 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
-def summarise(root: Path, modes: Sequence[str], seeds: int) -> dict[str, Any]:
+def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> dict[str, Any]:
     """Mean +- std (sample std) over seeds of the test accuracy of the checkpoint chosen on validation, of the last
     epoch, and of the best validation accuracy."""
     rows, unfinished = {}, {}
     for mode in modes:
-        done = [s for s in range(seeds) if (run_dir(root, mode, s) / "summary.json").is_file()]
-        for s in sorted(set(range(seeds)) - set(done)):
+        done = [s for s in seed_list(seeds) if (run_dir(root, mode, s) / "summary.json").is_file()]
+        for s in sorted(set(seed_list(seeds)) - set(done)):
             unfinished[f"{mode} seed {s}"] = _progress(run_dir(root, mode, s))
         if not done:
             continue
@@ -132,7 +150,7 @@ def summarise(root: Path, modes: Sequence[str], seeds: int) -> dict[str, Any]:
             "test_heads": _head_stats(summaries),
             "device": summaries[0].get("device", ""),
         }
-    return {"root": str(root), "seeds": seeds, "modes": rows, "unfinished": unfinished}
+    return {"root": str(root), "seeds": seed_list(seeds), "modes": rows, "unfinished": unfinished}
 
 
 def _head_stats(summaries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -220,10 +238,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _histories(root: Path, mode: str, seeds: int) -> list[list[dict[str, Any]]]:
+def _histories(root: Path, mode: str, seeds: int | Sequence[int]) -> list[list[dict[str, Any]]]:
     """The per-epoch records of every seed of ``mode`` that has any (finished or not)."""
     out = []
-    for seed in range(seeds):
+    for seed in seed_list(seeds):
         path = run_dir(root, mode, seed) / "metrics.jsonl"
         if path.is_file():
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -239,7 +257,7 @@ def _mean_series(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[
     return list(range(1, length + 1)), [statistics.fmean(v) for v in values]
 
 
-def plot_dynamics(root: Path, modes: Sequence[str], seeds: int, path: Path) -> Path | None:
+def plot_dynamics(root: Path, modes: Sequence[str], seeds: int | Sequence[int], path: Path) -> Path | None:
     """What happens during training, one row per mode (mean over seeds): train (dashed) and validation (solid)
     accuracy of every head; the loss terms (cross-entropy per head, the mimicking sum); and how often all heads
     predict the main head's class on the validation split."""

@@ -78,7 +78,8 @@ class TrainConfig:
     resume: str = ""  # "" | auto | path to a last.pt
     out_dir: str = ""  # run directory; default runs/<recipe>/<timestamp>
     runs_root: str = "runs"
-    progress: bool = True  # progress bar per epoch
+    progress: bool = True  # progress bar per epoch (a terminal) or progress lines (a log)
+    log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
     threads: int = 0  # torch CPU threads (0 = torch's default)
 

@@ -3,6 +3,8 @@ extracted CIFAR-10 JPEG set. Streamed by DataLoader workers, or decoded once int
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,8 +58,13 @@ def load_image(path: Path, size: int | None = None) -> np.ndarray:
 
 def decode_all(source: FileSource, size: int | None, threads: int = 4) -> TensorSource:
     """Every image of ``source`` decoded into one uint8 (N, 3, H, W) tensor (all must share a size)."""
+    start = time.perf_counter()
+    if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":  # a slow start-up phase: say so
+        print(f"decoding {len(source):,} images from {source.files[0].parents[1]} into memory", flush=True)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         arrays = list(pool.map(lambda p: load_image(p, size), source.files, chunksize=256))
+    if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":
+        print(f"decoded {len(source):,} images in {time.perf_counter() - start:.1f} s", flush=True)
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise DataError(

@@ -35,14 +35,23 @@ from .compiling import compile_model, records_cuda_graphs, resolve_compile
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_history
 from .precision import autocast, resolve_amp, resolve_channels_last
+from .progress import LogProgress
 from .recorder import Recorder, summary_table
 from .step import EagerStep, GraphStep, make_step
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", heads: bool = True) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp: str = "off",
+    heads: bool = True,
+    log: LogProgress | None = None,
+) -> dict[str, float]:
     """Top-1 accuracy (%) of the main head, and with ``heads`` of every head and of their ensemble (mean of the
-    softmax outputs); summed over processes. Runs in eval mode and restores the previous mode."""
+    softmax outputs); summed over processes. Runs in eval mode and restores the previous mode. ``log`` prints
+    progress lines for long evaluations."""
     inner = unwrap(model)
     was_training = inner.training
     inner.eval()
@@ -50,7 +59,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "off", h
     correct = torch.zeros(len(names) + 2, dtype=torch.float64, device=device)  # heads, ensemble, all agree
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
+        if log is not None and i:
+            log.update(i)  # batches done so far
         with autocast(device, amp):
             outs = inner.forward_heads(x) if len(names) > 1 else (inner(x),)
         outs = [o.float() for o in outs]
@@ -255,6 +266,7 @@ class Trainer:
         correct = torch.zeros(len(self.head_names), device=device)
         seen = 0
         bar = self._bar(epoch, steps)
+        log = self._log(f"epoch {epoch + 1} step", steps, cfg.data.batch_size) if bar is None else None
         graphs = records_cuda_graphs(self.compile_mode, device)
         run = self._step_fn(model)
         meters: Tensor | None = None
@@ -273,6 +285,8 @@ class Trainer:
             meters = values * len(y) if meters is None else meters + values * len(y)
             correct += hits
             seen += len(y)
+            if log is not None and last_micro:
+                log.update(step + 1)
             if bar is not None and last_micro:
                 bar.update(1)
                 if step % 5 == 0 or step == steps - 1:
@@ -304,6 +318,12 @@ class Trainer:
             )
         return self._step
 
+    def _log(self, what: str, total: int, images: int) -> LogProgress | None:
+        """Progress lines for a log file (rank 0, ``train.progress``, output not a terminal)."""
+        if not (self.dist.is_main and self.cfg.train.progress):
+            return None
+        return LogProgress(what, total, images, self.cfg.train.log_every_s)
+
     def _bar(self, epoch: int, steps: int):
         if not (self.dist.is_main and self.cfg.train.progress and sys.stderr.isatty()):
             return None  # a log file gets the one line per epoch, not carriage-return bar frames
@@ -319,13 +339,20 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             self.recorder = Recorder(self.run_dir)
         model = self._wrap()
+        if main and self.compile_mode is not None and self.state.epoch < cfg.train.epochs:
+            print(
+                f"compiling the model (torch.compile, mode {self.compile_mode}): the first steps are slow", flush=True
+            )
+        if main and cfg.train.cuda_graph and self.state.epoch < cfg.train.epochs:
+            print("capturing the training step in a CUDA graph after 3 warm-up steps", flush=True)
         try:
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 start = time.perf_counter()
                 record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
                 record.update(self.train_one_epoch(model, epoch))
                 if self.data.val is not None:
-                    val = evaluate(model, self.data.val, self.dist.device, self.amp)
+                    log = self._log("validation batch", len(self.data.val), self.cfg.data.eval_batch_size)
+                    val = evaluate(model, self.data.val, self.dist.device, self.amp, log=log)
                     record.update({f"val/{k}": v for k, v in val.items()})
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)

@@ -19,7 +19,7 @@ def test_flop_ratio_of_branches_grows_and_matches_the_layout():
         for k in range(4)
     ]
     assert flops[0] < flops[1] < flops[2] < flops[3]
-    assert 2.0 < flops[2] / flops[0] < 3.5  # METHOD.md: DHM costs about 1.6-2.8x the FLOPs of plain training
+    assert 2.0 < flops[2] / flops[0] < 3.5  # docs/method.md: DHM costs about 1.6-2.8x the FLOPs of plain training
     assert len(branch_specs("cifar_resnet20", 3)) == 3
 
 

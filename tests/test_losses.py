@@ -19,7 +19,7 @@ def _heads(dtype=torch.float64, scale=3.0):
 
 
 def _closed_form(heads, y, alpha, T, keep=None):
-    """METHOD.md section 3 (eps = 0): dL/dz_k = (1/B)[(softmax(z_k) - onehot(y)) + alpha T sum_j (p_k - p_j)],
+    """docs/method.md section 3 (eps = 0): dL/dz_k = (1/B)[(softmax(z_k) - onehot(y)) + alpha T sum_j (p_k - p_j)],
     the sum over teachers j != k whose pair (j, k) keeps its gradient."""
     onehot = torch.nn.functional.one_hot(y, C).to(heads[0].dtype)
     p = [torch.softmax(z.detach() / T, -1) for z in heads]

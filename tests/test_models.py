@@ -8,7 +8,7 @@ from conftest import tiny_cifar
 
 import dhm
 
-# METHOD.md section 2: (main, side branches, total); CIFAR at 100 classes, ImageNet at 1000.
+# docs/method.md section 2: (main, side branches, total); CIFAR at 100 classes, ImageNet at 1000.
 PAPER_COUNTS = {
     "cifar_resnet32": (470_004, 1_677_640, 2_147_644),
     "cifar_resnet110": (1_733_812, 6_036_296, 7_770_108),

@@ -1,4 +1,4 @@
-"""The "dynamic" parts of DHM that live in the loss (METHOD.md section 4): laws that stop the gradient of a random
+"""The "dynamic" parts of DHM that live in the loss (docs/method.md section 4): laws that stop the gradient of a random
 set of pair terms each step, and ramp-ups of the mimicking weight. Randomness comes from torch's RNG."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The DHM objective: cross-entropy on the heads plus pairwise mimicking (METHOD.md section 3).
+"""The DHM objective: cross-entropy on the heads plus pairwise mimicking (docs/method.md section 3).
 
 All H(H-1) ordered pairs are computed in one batched contraction; pair gradients are switched by tensor masks
 (``torch.where`` between a term and its detached copy), so values are always logged, shapes never change and

@@ -15,7 +15,7 @@ from .staged import StageAdapter, init_conv_bn, pooled_classifier, scaled
 class Branch(nn.Module):
     """A side branch: replicated stages (maybe none) then a head.
 
-    ``max_offset`` is the largest stochastic fork offset j (METHOD.md section 4.2) at which the branch can take
+    ``max_offset`` is the largest stochastic fork offset j (docs/method.md section 4.2) at which the branch can take
     over the main network's features inside its first stage; 0 means the branch always forks at the boundary.
     """
 
@@ -67,7 +67,7 @@ def replicate(adapter: StageAdapter, net: nn.Module, spec: BranchSpec, num_class
         stage, channels = adapter.build_stage(net, index, blocks, width, channels)
         stages.append(stage)
     head = adapter.build_head(net, channels, num_classes)
-    # The stochastic fork point (METHOD.md 4.2) needs the first replicated stage at the backbone's own width.
+    # The stochastic fork point (docs/method.md 4.2) needs the first replicated stage at the backbone's own width.
     max_offset = min(depths[0], adapter.stage_blocks(net, remaining[0])) if widths[0] == 1.0 else 0
     return Branch(stages, head, max_offset)
 

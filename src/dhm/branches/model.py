@@ -102,7 +102,7 @@ def attach_branches(
         backbone: the plain network; it is kept, not copied, and its parameter names do not change.
         specs: one :class:`BranchSpec` (or a dict of its fields) per branch.
         num_classes: classes of the branch heads; default: the backbone's.
-        dynamic_fork: draw a stochastic fork point per step in train mode (METHOD.md 4.2).
+        dynamic_fork: draw a stochastic fork point per step in train mode (docs/method.md 4.2).
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.resnet50(), [

@@ -12,7 +12,7 @@ class ModelConfig:
     num_classes: int | None = None  # default: the dataset's
     in_channels: int | None = None  # default: the dataset's (1 for digits and MNIST)
     branches: str | list[dict[str, Any]] = "paper"  # "paper" | "none" | [{fork, depths, width, builder}, ...]
-    dynamic_fork: bool = False  # stochastic fork point (METHOD.md 4.2)
+    dynamic_fork: bool = False  # stochastic fork point (docs/method.md 4.2)
     dropout: float | None = None  # WRN dropout (paper recipe: 0.3)
     widths: list[int] | None = None  # CIFAR ResNet stage widths (default 16/32/64)
     options: dict[str, Any] = field(default_factory=dict)  # any other family keyword
@@ -32,7 +32,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # `dhm datasets`: digits | synthetic | mnist | cifar10 | cifar100 | imagefolder
+    name: str = "digits"  # digits | synthetic | mnist | cifar10 | cifar100 | imagefolder
     root: str = "data"  # where the files are (or are downloaded to)
     download: bool = False  # download cifar10/cifar100 from the official URL when missing (md5-checked)
     verify_md5: bool = True  # refuse a cifar tarball whose md5 is not the official one

@@ -24,7 +24,7 @@ def register_model(paper_branches: Sequence[BranchSpec]) -> Callable[[ModelFn], 
 
 
 def paper_branches(name: str) -> tuple[BranchSpec, ...]:
-    """The released branch layout of model ``name`` (METHOD.md section 2)."""
+    """The released branch layout of model ``name`` (docs/method.md section 2)."""
     return MODELS.meta(name)["paper_branches"]
 
 
@@ -41,7 +41,7 @@ def create_model(
         name: a registry name, see :func:`list_models`.
         num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
         branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone) or a list of branch specs.
-        dynamic_fork: stochastic fork point in train mode (METHOD.md 4.2); static by default, as released.
+        dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
         **kwargs: family options, e.g. ``dropout=0.3`` for WRNs. ``None`` values are dropped.
 
     Example:

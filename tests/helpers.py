@@ -7,7 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-SMOKE = ["train.progress=false", "data.train_size=256", "data.test_size=128", "data.val_size=64", "data.batch_size=32"]
+SMOKE = [
+    "train.progress=false",
+    "train.epochs=2",
+    "data.train_size=256",
+    "data.test_size=128",
+    "data.val_size=64",
+    "data.batch_size=32",
+]
 
 
 def dhm(*args: str, cwd: Path | None = None, timeout: float = 300, torchrun: int = 0) -> subprocess.CompletedProcess:

@@ -168,3 +168,42 @@ def test_torchvision_resnet_branches_and_strip(torchvision):
     with torch.device("meta"):
         branched = dhm.attach_branches(torchvision.models.resnet50(), dhm.paper_branches("resnet50"))
     assert sum(p.numel() for p in branched.branches.parameters()) == 74_965_968
+
+
+def test_own_staged_backbone_with_any_classifier_name():
+    """A user's StagedBackbone whose classifier is not called ``fc`` takes the paper-style branches."""
+    from torch import nn
+
+    import dhm
+
+    class Tiny(dhm.StagedBackbone):
+        stage_names = ("s1", "s2")
+
+        def __init__(self, classes: int = 7) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.s1, _ = self.make_stage(0, 1, 1.0, 8)
+            self.s2, _ = self.make_stage(1, 1, 1.0, 8)
+            self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, classes))
+
+        def make_stage(self, index, blocks, width, in_channels):
+            out = int(8 * (index + 1) * width)
+            return nn.Sequential(
+                *[nn.Conv2d(in_channels if b == 0 else out, out, 3, padding=1) for b in range(blocks)]
+            ), out
+
+        def stage_channels(self, index):
+            return 8 * (index + 1)
+
+        def forward_stem(self, x):
+            return self.stem(x)
+
+        def forward_head(self, x):
+            return self.classifier(x)
+
+    net = Tiny()
+    assert net.num_classes == 7
+    model = dhm.attach_branches(net, [dhm.BranchSpec(fork="s1", depths=(1,))]).train()
+    outs = model(torch.randn(2, 3, 16, 16))
+    assert [o.shape for o in outs] == [torch.Size([2, 7])] * 2
+    assert dhm.strip(model) is net

@@ -78,3 +78,13 @@ def test_file_without_normalisation_is_refused_in_one_line(run, tmp_path):
     with pytest.raises(CheckpointError, match="does not carry mean, std"):
         load_deployed(tmp_path / "old.pt")
     assert main(["predict", str(files["deploy.pt"]), str(tmp_path / "missing.png")]) == 2
+
+
+def test_onnx_export_is_one_file_and_one_line(run, tmp_path, capsys):
+    pytest.importorskip("onnx", reason="onnx export needs the onnx package (the export extra)")
+    files, _ = run
+    out = tmp_path / "new" / "model.onnx"  # a folder that does not exist yet
+    assert main(["export", str(files["best.pt"]), "--format", "onnx", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out) and captured.err == ""
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]  # no separate .onnx.data file

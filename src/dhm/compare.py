@@ -228,10 +228,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.3 * len(modes) + 2, 4))
     for i, mode in enumerate(modes):
         s = result["modes"][mode]["test_best"]
-        ax.errorbar(i, s["mean"], yerr=s["std"], fmt="s", capsize=6, color="C0")
-        ax.plot([i] * len(s["values"]), s["values"], "o", color="C1", alpha=0.6)
+        ax.errorbar(
+            i, s["mean"], yerr=s["std"], fmt="s", capsize=6, color="C0", label="mean +- std" if i == 0 else None
+        )
+        ax.plot([i] * len(s["values"]), s["values"], "o", color="C1", alpha=0.6, label="one seed" if i == 0 else None)
     ax.set_xticks(range(len(modes)), modes, rotation=20)
     ax.set_ylabel("test top-1 (%), checkpoint chosen on validation")
+    ax.set_title(f"{result.get('recipe', Path(result['root']).name)}: {len(result['seeds'])} seed(s) per mode")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

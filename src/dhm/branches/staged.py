@@ -60,8 +60,15 @@ class StagedBackbone(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        """Classes predicted by the main head (its ``fc`` layer)."""
-        return self.fc.out_features
+        """Classes predicted by the main head: the output size of its last ``nn.Linear`` (whatever its name;
+        override this property for a head without one)."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise TypeError(
+                f"{type(self).__name__} has no nn.Linear classifier: override StagedBackbone.num_classes to say "
+                "how many classes its head predicts"
+            )
+        return linears[-1].out_features
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_stem(x)

@@ -207,5 +207,14 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def dump_config(cfg: Config) -> str:
-    """The config as YAML text (what ``dhm config`` prints and run directories keep as ``config.yaml``)."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The config as YAML text (what ``dhm config`` prints and run directories keep as ``config.yaml``), without
+    the ``data.*`` keys its dataset does not read; a count-valued ``data.val_size`` is shown as a count."""
+    from ..data.registry import unused_keys
+
+    data = to_dict(cfg)
+    for key in unused_keys(cfg.data.name):
+        data["data"].pop(key, None)
+    val = data["data"].get("val_size")
+    if isinstance(val, float) and val >= 1 and val.is_integer():
+        data["data"]["val_size"] = int(val)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -157,13 +157,13 @@ def read_cifar(name: str, cfg: DataConfig) -> Bundle:
     )
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", keys=("root", "download", "verify_md5"))
 def cifar10(cfg: DataConfig) -> Bundle:
     """CIFAR-10, python-pickle format."""
     return read_cifar("cifar10", cfg)
 
 
-@register_dataset("cifar100")
+@register_dataset("cifar100", keys=("root", "download", "verify_md5"))
 def cifar100(cfg: DataConfig) -> Bundle:
     """CIFAR-100 (fine labels), python-pickle format."""
     return read_cifar("cifar100", cfg)

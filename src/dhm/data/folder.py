@@ -74,7 +74,7 @@ def decode_all(source: FileSource, size: int | None, threads: int = 4) -> Tensor
     return TensorSource(images, source.labels)
 
 
-@register_dataset("imagefolder")
+@register_dataset("imagefolder", keys=("root", "in_memory", "image_size", "workers"))
 def imagefolder(cfg: DataConfig) -> Bundle:
     """``root/train`` and ``root/val`` (or ``root/test``) class folders; 3 channels."""
     root = Path(cfg.root).expanduser()

@@ -53,7 +53,7 @@ def _split(root: Path, split: str) -> TensorSource:
     return TensorSource(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64)))
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", keys=("root",))
 def mnist(cfg: DataConfig) -> Bundle:
     """MNIST, 28x28, 1 channel; normalised with the usual mean 0.1307 and std 0.3081."""
     root = Path(cfg.root).expanduser()

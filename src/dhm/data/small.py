@@ -12,7 +12,7 @@ from .sources import Bundle, TensorSource
 DIGITS_TEST_FRACTION = 0.2  # sklearn's digits has no official test split: a fixed 20% (seed 0) is held out
 
 
-@register_dataset("digits")
+@register_dataset("digits", keys=("image_size",))
 def digits(cfg: DataConfig) -> Bundle:
     """The 1,797 real 8x8 handwritten digits bundled with scikit-learn, upscaled (default 32x32), 1 channel."""
     from sklearn.datasets import load_digits
@@ -34,7 +34,7 @@ def digits(cfg: DataConfig) -> Bundle:
     )
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", keys=("image_size", "num_classes", "train_size", "test_size"))
 def synthetic(cfg: DataConfig) -> Bundle:
     """A deterministic, learnable set: each class is a smooth random pattern; images are a randomly shifted
     pattern plus pixel noise (3 channels, ``image_size`` default 32). Same data for every training seed."""

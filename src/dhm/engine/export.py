@@ -91,20 +91,40 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
         import onnx  # noqa: F401
     except ImportError:
         raise DHMError("onnx export needs the onnx package: pip install onnx onnxscript") from None
-    torch.onnx.export(
-        model,
-        (_example(payload),),
-        str(out),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    import contextlib
+    import inspect
+    import io
+    import warnings
+
+    kwargs = {}
+    if "external_data" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["external_data"] = False  # one self-contained file (the weights of these models are small)
+    # The exporter narrates its passes and warns about its own internals: the user gets the path, nothing else.
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (_example(payload),),
+            str(out),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            **kwargs,
+        )
 
 
 def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:
     """Export the stripped backbone of checkpoint ``path`` as ``fmt``; returns the written file."""
     exporter = EXPORTERS.get(fmt)
     model, payload = load_deployable(path)
-    out = Path(output) if output else Path(path).with_name(f"{Path(path).stem}-deploy{SUFFIX[fmt]}")
+    out = Path(output).expanduser() if output else Path(path).with_name(f"{Path(path).stem}-deploy{SUFFIX[fmt]}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DHMError(f"cannot write {out}: {exc.strerror or exc}") from None
     exporter(model, payload, out)
     return out

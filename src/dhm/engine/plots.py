@@ -19,22 +19,32 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     def series(key: str) -> list[float]:
         return [r.get(key, float("nan")) for r in history]
 
+    from matplotlib.ticker import MaxNLocator
+
     panels = [
         (
             "loss.png",
             "loss per head (train)",
+            "loss",
             [k for k in keys if k.startswith("train/ce/")] + ["train/kl", "train/loss"],
         ),
-        ("accuracy.png", "top-1 accuracy per head (%)", [k for k in keys if k.startswith(("val/acc1/", "train/acc1"))]),
-        ("lr.png", "learning rate", ["lr"]),
+        (
+            "accuracy.png",
+            "top-1 accuracy per head",
+            "top-1 accuracy (%)",
+            [k for k in keys if k.startswith(("val/acc1/", "train/acc1"))],
+        ),
+        ("lr.png", "learning rate (last step of each epoch)", "learning rate", ["lr"]),
     ]
     paths = []
-    for filename, title, panel_keys in panels:
+    for filename, title, ylabel, panel_keys in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in panel_keys:
             if key in keys:
                 ax.plot(epochs, series(key), marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no fractional epochs on short runs
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if len(panel_keys) > 1:

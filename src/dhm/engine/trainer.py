@@ -134,6 +134,7 @@ class Trainer:
         if cfg.train.cuda_graph:
             GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, self.amp, self.optimizer)
         self._step: EagerStep | None = None
+        self._last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
         self.state = RunState()
         self.run_dir = self._run_dir()
         self.recorder: Recorder | None = None
@@ -156,6 +157,8 @@ class Trainer:
         resume = self._resume_path(run_dir) if cfg.resume else None
         if resume is not None:
             self._load(resume)
+        elif cfg.resume == "auto" and self.dist.is_main:
+            print(f"train.resume=auto: no unfinished run to resume; starting a new run in {run_dir}", flush=True)
         return run_dir
 
     def _choose_run_dir(self) -> Path:
@@ -281,6 +284,7 @@ class Trainer:
             last_micro = micro == accum - 1
             values, hits = run(x, y, last_micro)
             if last_micro:
+                self._last_lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
             meters = values * len(y) if meters is None else meters + values * len(y)
             correct += hits
@@ -348,8 +352,9 @@ class Trainer:
         try:
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 start = time.perf_counter()
-                record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+                record = {"epoch": epoch + 1}
                 record.update(self.train_one_epoch(model, epoch))
+                record["lr"] = self._last_lr  # of the epoch's last step (the first is 0 during a warm-up)
                 if self.data.val is not None:
                     log = self._log("validation batch", len(self.data.val), self.cfg.data.eval_batch_size)
                     val = evaluate(model, self.data.val, self.dist.device, self.amp, log=log)

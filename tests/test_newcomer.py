@@ -1,0 +1,48 @@
+"""Small things a newcomer notices: what resume=auto says when there is nothing to resume, the learning rate a
+warm-up epoch reports, config dumps that show only what applies, and the smoke recipe actually learning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dhm.config import dump_config, load_config
+from dhm.engine import Trainer
+
+TINY = ["train.progress=false", "data.train_size=256", "data.test_size=64", "data.val_size=64", "data.batch_size=32"]
+
+
+def test_resume_auto_with_nothing_to_resume_says_so(tmp_path, capsys):
+    Trainer(load_config("smoke", [*TINY, "train.resume=auto", f"train.runs_root={tmp_path}", "train.epochs=1"]))
+    assert "train.resume=auto: no unfinished run to resume; starting a new run in" in capsys.readouterr().out
+
+
+def test_warm_up_epoch_reports_the_learning_rate_it_trained_with(tmp_path):
+    overrides = [
+        *TINY,
+        "train.epochs=2",
+        "optim.warmup_epochs=1",
+        "optim.schedule=constant",
+        f"train.out_dir={tmp_path}",
+    ]
+    Trainer(load_config("smoke", overrides)).fit()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(0.1 * 5 / 6) and lrs[1] == pytest.approx(0.1)  # 6 steps an epoch, the last at 5/6
+
+
+def test_config_dump_shows_what_applies():
+    text = dump_config(load_config("cifar10-jpeg"))
+    assert "val_size: 5000\n" in text and "in_memory: true" in text
+    for key in ("train_size:", "test_size:", "num_classes:", "download:", "verify_md5:"):
+        assert f"  {key}" not in text.split("optim:")[0].split("data:")[1], key
+    assert "train_size: 1024" in dump_config(load_config("smoke"))
+
+
+@pytest.mark.slow
+def test_smoke_recipe_learns_and_dhm_is_not_worse(tmp_path):
+    results = {}
+    for mode in ("ce", "dhm"):
+        cfg = load_config("smoke", ["train.progress=false", f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"])
+        results[mode] = Trainer(cfg).fit()["test_acc1"]
+    assert results["ce"] >= 90 and results["dhm"] >= 90 and results["dhm"] >= results["ce"] - 1.0

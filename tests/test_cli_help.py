@@ -35,6 +35,9 @@ def test_config_keys_lists_every_key_with_type_default_and_meaning(capsys):
     assert keys["optim.lr"].split()[1:3] == ["float", "0.1"] and "global batch" in keys["optim.lr"]
     assert "cross-entropy" in keys["loss.label_smoothing"]
     assert keys["train.cuda_graph"].split()[1:3] == ["bool", "false"]
+    from dhm.config.keys import describe_keys
+
+    assert [r.key for r in describe_keys() if not r.comment] == []  # every key says what it means
 
 
 def test_every_option_shows_help():

@@ -40,7 +40,7 @@ class DataConfig:
     split_seed: int = 0  # seed of the validation split (fixed across training seeds)
     train_subset: int = 0  # train on a seeded subset of this many images (0 = all), for quick comparisons
     batch_size: int = 128  # global batch per optimizer step, all processes and accumulation steps together
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
     augment: str = "cifar"  # cifar (pad-4 crop + flip) | flip | imagenet (random resized crop + flip) | none
     image_size: int | None = None  # resize to this size (folder datasets, digits); None = native size
@@ -53,20 +53,20 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     lr: float = 0.1  # for the global batch
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1.0e-4
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 1.0e-4  # L2 weight decay on every parameter, as released
     schedule: str = "multistep"  # multistep | cosine | constant
     milestones: list[float] = field(default_factory=list)  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep: lr factor at each milestone
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
     min_lr: float = 0.0  # cosine floor
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    seed: int = 0
+    epochs: int = 10  # training epochs (the lr schedule spans them)
+    seed: int = 0  # seed of initialisation, data order, augmentation and dynamic draws
     deterministic: bool = False  # deterministic algorithms (slower); resume then reproduces weights exactly
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 where native) | off | bf16 | fp16 (fp16 uses a grad scaler)
@@ -77,7 +77,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm under DDP
     resume: str = ""  # "" | auto | path to a last.pt
     out_dir: str = ""  # run directory; default runs/<recipe>/<timestamp>
-    runs_root: str = "runs"
+    runs_root: str = "runs"  # where default run directories go: <runs_root>/<recipe>/<timestamp>
     progress: bool = True  # progress bar per epoch (a terminal) or progress lines (a log)
     log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs

@@ -46,9 +46,10 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine.trainer import evaluate
     from .predict import load_deployed
 
-    training = ns.checkpoint.endswith(".pt") and load_file(ns.checkpoint).get("format") == FORMAT
+    ckpt = None if ns.checkpoint.endswith(".safetensors") else load_file(ns.checkpoint)
+    training = ckpt is not None and ckpt["format"] == FORMAT
     deployed = None if training else load_deployed(ns.checkpoint)  # deploy.pt, pt or safetensors export
-    data = load_file(ns.checkpoint)["config"] if training else dict(deployed.config)
+    data = dict(ckpt["config"]) if training else dict(deployed.config)
     if not data:
         raise DHMError(f"{ns.checkpoint} does not carry the config of its run; evaluate the run's checkpoint")
     for text in ns.overrides:
@@ -61,7 +62,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         model = deployed.model.to(info.device)
     else:
         model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
-        load_state(model, load_file(ns.checkpoint)["model"], f"checkpoint {ns.checkpoint}")
+        load_state(model, ckpt["model"], f"checkpoint {ns.checkpoint}")
     splits = [("val", plan.val), ("test", plan.test)] if plan.val is not None else [("test", plan.test)]
     for name, loader in splits:
         result = evaluate(model, loader, info.device, amp, heads=ns.heads)

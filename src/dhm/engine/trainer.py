@@ -352,7 +352,7 @@ class Trainer:
         try:
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 start = time.perf_counter()
-                record = {"epoch": epoch + 1}
+                record: dict[str, Any] = {"epoch": epoch + 1, "lr": None}  # columns: epoch, lr, ...
                 record.update(self.train_one_epoch(model, epoch))
                 record["lr"] = self._last_lr  # of the epoch's last step (the first is 0 during a warm-up)
                 if self.data.val is not None:

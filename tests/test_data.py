@@ -206,3 +206,37 @@ def test_processes_and_accumulation_slice_the_same_global_batches():
     assert torch.equal(next(iter(again))[0], reference[0][0])  # an epoch replays exactly (resume)
     again.set_epoch(3)
     assert not torch.equal(next(iter(again))[0], reference[0][0])
+
+
+def test_cifar_batches_never_run_code_from_data(tmp_path):
+    """A crafted ``data_batch_1`` in an extracted folder (no md5 check) that would create a file if unpickled with
+    plain pickle is refused with a one-line DataError; the official layouts (protocols 2 to 5) still load."""
+    import os
+
+    from dhm.config import load_config
+    from dhm.data import build_dataset
+    from dhm.data.cifar import FORMATS, _unpickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    fmt = FORMATS["cifar10"]
+    folder = tmp_path / fmt.folder
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for batch in (*fmt.train, fmt.test):
+        data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+        (folder / batch).write_bytes(pickle.dumps({b"data": data, fmt.label_key: [0, 1, 2, 3]}))
+    (folder / fmt.meta).write_bytes(pickle.dumps({fmt.names_key: [f"c{i}" for i in range(10)]}))
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil(), fmt.label_key: [0]}))
+    cfg = load_config("smoke", ["data.name=cifar10", f"data.root={tmp_path}", "data.verify_md5=false"]).data
+    with pytest.raises(DataError, match="corrupt CIFAR batch data_batch_1: UnpicklingError: refusing to load"):
+        build_dataset(cfg)
+    assert not marker.exists()
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for protocol in (2, 3, 4, 5):
+        loaded = _unpickle(pickle.dumps({b"data": array, b"labels": [1, 2], b"name": b"x"}, protocol=protocol), "t")
+        assert np.array_equal(loaded[b"data"], array) and loaded[b"labels"] == [1, 2] and loaded[b"name"] == b"x"

@@ -4,6 +4,7 @@ its extracted folder), md5-verified, optionally downloaded from the official URL
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tarfile
@@ -93,10 +94,33 @@ def download(url: str, dest: Path, md5: str) -> None:
             os.unlink(tmp)
 
 
+# The only globals a CIFAR batch pickle refers to: numpy's array and dtype reconstruction (numpy 1 and 2 module
+# paths, pickle protocols 2-5) and the codec python 3 uses for bytes at protocol 2. Anything else is refused, so a
+# crafted file can never run code (pickle would call any global it names).
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only ``SAFE_GLOBALS``."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _unpickle(blob: bytes, where: str) -> dict:
     try:
-        return pickle.loads(blob, encoding="bytes")
-    except Exception as exc:  # pickle raises many types on corrupt input
+        return _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as exc:  # pickle raises many types on corrupt or crafted input
         raise DataError(f"corrupt CIFAR batch {where}: {type(exc).__name__}: {exc}") from None
 
 

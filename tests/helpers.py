@@ -7,6 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+# One-epoch runs of 96 images: what the comparison tests train per mode and seed.
+COMPARE_TINY = [
+    "train.progress=false",
+    "data.train_size=128",
+    "data.test_size=64",
+    "data.val_size=32",
+    "data.batch_size=32",
+    "train.epochs=1",
+]
 SMOKE = [
     "train.progress=false",
     "train.epochs=2",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import dhm
+from helpers import COMPARE_TINY, dhm
 
 from dhm.bench import Case, branch_specs, count_flops, run_bench, to_markdown
 from dhm.compare import COMPARE_MODES, run_compare, summarise
@@ -61,14 +61,7 @@ def test_modes_fully_specify_the_dynamic_options():
 
 def test_compare_runs_skips_and_tabulates(tmp_path):
     assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup"} <= set(COMPARE_MODES)
-    overrides = [
-        "train.progress=false",
-        "data.train_size=128",
-        "data.test_size=64",
-        "data.val_size=32",
-        "data.batch_size=32",
-        "train.epochs=1",
-    ]
+    overrides = COMPARE_TINY
     result = run_compare("smoke", 2, ["ce", "dhm-official"], overrides, tmp_path, log=lambda s: None)
     for mode in ("ce", "dhm-official"):
         for seed in (0, 1):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import pytest
+from helpers import COMPARE_TINY
 
 from dhm.cli import main
 from dhm.compare import seed_list
@@ -70,14 +71,7 @@ def test_compare_seeds_count_or_list(tmp_path):
             seed_list(bad)
     from dhm.compare import run_compare
 
-    overrides = [
-        "train.progress=false",
-        "data.train_size=128",
-        "data.test_size=64",
-        "data.val_size=32",
-        "data.batch_size=32",
-        "train.epochs=1",
-    ]
+    overrides = COMPARE_TINY
     result = run_compare("smoke", "3,5", ["ce"], overrides, tmp_path, log=lambda s: None)
     assert result["seeds"] == [3, 5] and result["modes"]["ce"]["test_best"]["n"] == 2
     assert json.loads((tmp_path / "ce" / "seed5" / "summary.json").read_text())["config"]["train"]["seed"] == 5

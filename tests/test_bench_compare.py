@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -106,3 +107,25 @@ def test_amp_values_parse(amp):
     from dhm.config import load_config
 
     assert load_config("smoke", [f"train.amp={amp}"]).train.amp == amp
+
+
+def test_side_by_side_jobs_split_the_cores_and_report_failures(tmp_path, monkeypatch):
+    import sys
+
+    from dhm.errors import DHMError
+    from dhm.jobs import Job, run_jobs
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    show = [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"]
+    jobs = [Job(f"job{i}", show, tmp_path / f"job{i}.log") for i in range(3)]
+    jobs.append(Job("bad", [sys.executable, "-c", "raise SystemExit(5)"], tmp_path / "bad.log"))
+    lines: list[str] = []
+    with pytest.raises(DHMError, match="1 run\\(s\\) failed: bad"):
+        run_jobs(jobs, 2, lines.append)
+    cores = len(os.sched_getaffinity(0))
+    for i in range(3):
+        assert (tmp_path / f"job{i}.log").read_text().strip() == str(max(1, cores // 2))
+    assert any("failed (exit 5)" in line for line in lines)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # a value the user set is kept
+    run_jobs(jobs[:1], 2, lines.append)
+    assert (tmp_path / "job0.log").read_text().split() == [str(max(1, cores // 2)), "7"]

@@ -10,10 +10,10 @@ Example:
 from .branches import (
     BranchSpec,
     DHMModel,
-    StageAdapter,
     StagedBackbone,
+    StagePlan,
     attach_branches,
-    register_adapter,
+    stage_plan,
     strip,
 )
 from .losses import MimicLoss, mimic_loss
@@ -24,7 +24,7 @@ __all__ = [
     "BranchSpec",
     "DHMModel",
     "MimicLoss",
-    "StageAdapter",
+    "StagePlan",
     "StagedBackbone",
     "__version__",
     "attach_branches",
@@ -32,7 +32,7 @@ __all__ = [
     "list_models",
     "mimic_loss",
     "paper_branches",
-    "register_adapter",
     "register_model",
+    "stage_plan",
     "strip",
 ]

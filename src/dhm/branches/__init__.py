@@ -1,21 +1,24 @@
-"""Side branches: specs, staged backbones, builders and the branched model."""
+"""Side branches: specs, stage plans, staged backbones, builders and the branched model."""
 
 from .builders import BRANCH_BUILDERS, Branch
 from .model import DHMModel, attach_branches, strip, unwrap
+from .plan import PLAN_SOURCES, Stage, StagePlan, stage_plan
 from .spec import BranchSpec
-from .staged import StageAdapter, StagedBackbone, find_adapter, get_adapter, register_adapter
+from .staged import StagedBackbone
+from .trace import SplitError
 
 __all__ = [
     "BRANCH_BUILDERS",
+    "PLAN_SOURCES",
     "Branch",
     "BranchSpec",
     "DHMModel",
-    "StageAdapter",
+    "SplitError",
+    "Stage",
+    "StagePlan",
     "StagedBackbone",
     "attach_branches",
-    "find_adapter",
-    "get_adapter",
-    "register_adapter",
+    "stage_plan",
     "strip",
     "unwrap",
 ]

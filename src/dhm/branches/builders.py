@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+from .plan import StagePlan
 from .spec import BranchSpec
-from .staged import StageAdapter, init_conv_bn, pooled_classifier, scaled
+from .staged import init_conv_bn, pooled_classifier, scaled
 
 
 class Branch(nn.Module):
@@ -19,7 +20,7 @@ class Branch(nn.Module):
     over the main network's features inside its first stage; 0 means the branch always forks at the boundary.
     """
 
-    def __init__(self, stages: Sequence[nn.Sequential], head: nn.Module, max_offset: int = 0) -> None:
+    def __init__(self, stages: Sequence[nn.Module], head: nn.Module, max_offset: int = 0) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.head = head
@@ -44,39 +45,46 @@ class Branch(nn.Module):
         return self.head(x)
 
 
-BranchBuilder = Callable[[StageAdapter, nn.Module, BranchSpec, int], Branch]
+BranchBuilder = Callable[[StagePlan, nn.Module, BranchSpec, int], Branch]
 BRANCH_BUILDERS: Registry[BranchBuilder] = Registry("branch builder")
 
 
 @BRANCH_BUILDERS.register("replicate")
-def replicate(adapter: StageAdapter, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+def replicate(plan: StagePlan, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
     """The paper's branch: fresh copies of every stage after the fork (own depths and widths) plus a fresh head."""
-    fork = adapter.stage_index(net, spec.fork)
-    remaining = list(range(fork + 1, len(adapter.stage_names(net))))
+    fork = plan.index(spec.fork)
+    remaining = list(range(fork + 1, len(plan.stages)))
     if not remaining:
         raise ValueError(f"a replicate branch cannot fork after the last stage ({spec.fork!r}); use builder='light'")
-    depths = spec.depths or tuple(adapter.stage_blocks(net, s) for s in remaining)
+    depths = spec.depths or tuple(plan.stages[s].blocks for s in remaining)
     if len(depths) != len(remaining):
         raise ValueError(
             f"branch forking at {spec.fork!r} must replicate {len(remaining)} stages, got depths {spec.depths}"
         )
     widths = spec.widths(len(remaining))
-    channels = adapter.stage_channels(net, fork)
+    if not plan.widths and any(w != 1.0 for w in widths):
+        raise ValueError(
+            f"branch width {spec.width} needs a stage builder, which only dhm's own model families have; "
+            f"{type(net).__name__}'s branches copy its stages at width 1 (plan from {plan.source})"
+        )
+    channels = plan.stages[fork].channels
     stages = []
     for index, blocks, width in zip(remaining, depths, widths):
-        stage, channels = adapter.build_stage(net, index, blocks, width, channels)
+        stage, channels = plan.copy_stage(net, index, blocks, width, channels)
         stages.append(stage)
-    head = adapter.build_head(net, channels, num_classes)
-    # The stochastic fork point (docs/method.md 4.2) needs the first replicated stage at the backbone's own width.
-    max_offset = min(depths[0], adapter.stage_blocks(net, remaining[0])) if widths[0] == 1.0 else 0
+    head = plan.copy_head(net, channels, num_classes)
+    # The stochastic fork point (docs/method.md 4.2) needs the first replicated stage at the backbone's own width,
+    # as a sequence of blocks on both sides.
+    first = plan.stages[remaining[0]]
+    blockwise = widths[0] == 1.0 and first.sequential is not None and isinstance(stages[0], nn.Sequential)
+    max_offset = min(depths[0], first.blocks) if blockwise else 0
     return Branch(stages, head, max_offset)
 
 
 @BRANCH_BUILDERS.register("light")
-def light(adapter: StageAdapter, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+def light(plan: StagePlan, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
     """A DSN-style auxiliary classifier: conv3x3-BN-ReLU at ``width`` x the fork's channels, pool, linear."""
-    fork = adapter.stage_index(net, spec.fork)
-    in_ch = adapter.stage_channels(net, fork)
+    in_ch = plan.stages[plan.index(spec.fork)].channels
     out_ch = scaled(in_ch, spec.widths(1)[0])
     stage = nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)

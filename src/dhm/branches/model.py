@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from .builders import BRANCH_BUILDERS
+from .plan import StagePlan, stage_plan
 from .spec import BranchSpec
-from .staged import find_adapter, get_adapter
 
 
 class DHMModel(nn.Module):
@@ -31,17 +31,17 @@ class DHMModel(nn.Module):
         specs: Sequence[BranchSpec],
         num_classes: int | None = None,
         dynamic_fork: bool = False,
+        plan: StagePlan | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.adapter_name = find_adapter(backbone)
-        adapter = get_adapter(self.adapter_name)
-        num_classes = num_classes if num_classes is not None else adapter.num_classes(backbone)
+        self.plan = plan if plan is not None else stage_plan(backbone)  # data, not a module: registers nothing
+        num_classes = num_classes if num_classes is not None else self.plan.num_classes
         self.specs = tuple(specs)
-        self.fork_stages = tuple(adapter.stage_index(backbone, s.fork) for s in self.specs)
+        self.fork_stages = tuple(self.plan.index(s.fork) for s in self.specs)
         self.branches = nn.ModuleDict(
             {
-                f"head{k + 1}": BRANCH_BUILDERS.get(spec.builder)(adapter, backbone, spec, num_classes)
+                f"head{k + 1}": BRANCH_BUILDERS.get(spec.builder)(self.plan, backbone, spec, num_classes)
                 for k, spec in enumerate(self.specs)
             }
         )
@@ -62,24 +62,24 @@ class DHMModel(nn.Module):
 
     def forward_heads(self, x: Tensor, dynamic: bool = False) -> tuple[Tensor, ...]:
         """Logits of every head, main first. ``dynamic`` draws a stochastic fork offset per branch (METHOD 4.2)."""
-        adapter = get_adapter(self.adapter_name)
+        plan, root = self.plan, self.backbone
         branches = list(self.branches.values())
         # Stages whose per-block outputs a dynamically forking branch may take over.
         blockwise = {s + 1 for s, b in zip(self.fork_stages, branches) if dynamic and b.max_offset > 0}
         fork_feats: dict[int, Tensor] = {}
         block_feats: dict[int, list[Tensor]] = {}
-        h = adapter.forward_stem(self.backbone, x)
-        for index, stage in enumerate(adapter.stages(self.backbone)):
+        h = plan.stem(root, x)
+        for index, stage in enumerate(plan.stages):
             if index in blockwise:
                 feats = [h]
-                for block in stage:
+                for block in root.get_submodule(stage.sequential):
                     h = block(h)
                     feats.append(h)
                 block_feats[index] = feats
             else:
-                h = stage(h)
+                h = stage.run(root, h)
             fork_feats[index] = h
-        logits = [adapter.forward_head(self.backbone, h)]
+        logits = [plan.head(root, h)]
         for stage_index, branch in zip(self.fork_stages, branches):
             feats = fork_feats[stage_index]
             if stage_index + 1 in blockwise:
@@ -95,21 +95,28 @@ def attach_branches(
     specs: Sequence[BranchSpec | dict],
     num_classes: int | None = None,
     dynamic_fork: bool = False,
+    stages: Sequence[str] | None = None,
+    input_size: int | None = None,
 ) -> DHMModel:
-    """Put side branches on a plain backbone (dhm's own models or torchvision-style ResNets).
+    """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
     Args:
         backbone: the plain network; it is kept, not copied, and its parameter names do not change.
-        specs: one :class:`BranchSpec` (or a dict of its fields) per branch.
+        specs: one :class:`BranchSpec` (or a dict of its fields) per branch; forks count the plan's stages.
         num_classes: classes of the branch heads; default: the backbone's.
         dynamic_fork: draw a stochastic fork point per step in train mode (docs/method.md 4.2).
+        stages: module paths whose outputs end each stage, to split the model by hand (default: found, see
+            :func:`dhm.branches.plan.stage_plan`).
+        input_size: side of the square example input used to measure channels and reductions (default: the
+            model's own, else 224).
 
     Example:
-        >>> model = dhm.attach_branches(torchvision.models.resnet50(), [
-        ...     dhm.BranchSpec("layer3", depths=(3,), width=2.0), dhm.BranchSpec("layer2", depths=(3, 2))])
+        >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
+        ...     dhm.BranchSpec(fork=1), dhm.BranchSpec(fork=2, builder="light")], num_classes=10)
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
-    return DHMModel(backbone, specs, num_classes=num_classes, dynamic_fork=dynamic_fork)
+    plan = stage_plan(backbone, stages, input_size)
+    return DHMModel(backbone, specs, num_classes=num_classes, dynamic_fork=dynamic_fork, plan=plan)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

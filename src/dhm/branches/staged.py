@@ -1,18 +1,16 @@
-"""Staged backbones: a network seen as stem -> ordered stages -> head, plus a stage builder.
-
-Branches are built from this description only, so one mechanism serves every family. A family either
-subclasses :class:`StagedBackbone` (dhm's own models) or gets an adapter registered for it (torchvision-style
-ResNets, whose attribute names we must not change).
-"""
+"""Staged backbones: dhm's own networks, written as stem -> ordered stages -> head plus a stage builder, and the
+stage plan they give (``dhm.branches.plan``), which can build branch stages at other widths and depths."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
+import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
+from .plan import PLAN_SOURCES, Stage, StagePlan
 
 
 class StagedBackbone(nn.Module):
@@ -25,6 +23,7 @@ class StagedBackbone(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ()
+    default_input_size: int = 32  # the probe input for channels and reductions (CIFAR-sized)
     head_pre_norm: bool = False  # BN-ReLU before pooling in the head (WRN, DenseNet)
 
     def forward_stem(self, x: Tensor) -> Tensor:
@@ -77,105 +76,61 @@ class StagedBackbone(nn.Module):
         return self.forward_head(x)
 
 
-class StageAdapter:
-    """How dhm sees a backbone family as stages. Every method takes the backbone; adapters hold no state."""
-
-    def stage_names(self, net: nn.Module) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    def forward_stem(self, net: nn.Module, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, net: nn.Module, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def build_stage(
-        self, net: nn.Module, index: int, blocks: int, width: float, in_channels: int
-    ) -> tuple[nn.Sequential, int]:
-        raise NotImplementedError
-
-    def build_head(self, net: nn.Module, in_channels: int, num_classes: int) -> nn.Module:
-        raise NotImplementedError
-
-    def stage_channels(self, net: nn.Module, index: int) -> int:
-        raise NotImplementedError
-
-    def stage_blocks(self, net: nn.Module, index: int) -> int:
-        raise NotImplementedError
-
-    def num_classes(self, net: nn.Module) -> int:
-        raise NotImplementedError
-
-    def stages(self, net: nn.Module) -> list[nn.Sequential]:
-        """The stage modules, in order."""
-        return [getattr(net, n) for n in self.stage_names(net)]
-
-    def stage_index(self, net: nn.Module, fork: str | int) -> int:
-        """A stage given by name or index, as an index; raises on unknown names."""
-        names = self.stage_names(net)
-        if isinstance(fork, int):
-            if not -len(names) <= fork < len(names):
-                raise ValueError(f"fork index {fork} out of range for stages {list(names)}")
-            return fork % len(names)
-        if fork not in names:
-            raise ValueError(f"unknown fork stage {fork!r}; this backbone's stages are {list(names)}")
-        return names.index(fork)
-
-
-class _OwnStaged(StageAdapter):
-    """Adapter for :class:`StagedBackbone` subclasses: delegates to the model's own methods."""
-
-    def stage_names(self, net: nn.Module) -> tuple[str, ...]:
-        return net.stage_names
-
-    def forward_stem(self, net: nn.Module, x: Tensor) -> Tensor:
-        return net.forward_stem(x)
-
-    def forward_head(self, net: nn.Module, x: Tensor) -> Tensor:
-        return net.forward_head(x)
-
-    def build_stage(self, net, index, blocks, width, in_channels):
-        return net.build_stage(index, blocks, width, in_channels)
-
-    def build_head(self, net, in_channels, num_classes):
-        return net.build_head(in_channels, num_classes)
-
-    def stage_channels(self, net: nn.Module, index: int) -> int:
-        return net.stage_channels(index)
-
-    def stage_blocks(self, net: nn.Module, index: int) -> int:
-        return net.stage_blocks(index)
-
-    def num_classes(self, net: nn.Module) -> int:
-        return net.num_classes
-
-
-ADAPTERS: Registry[tuple[Callable[[nn.Module], bool], StageAdapter]] = Registry("backbone adapter")
-
-
-def register_adapter(name: str, matches: Callable[[nn.Module], bool], adapter: StageAdapter) -> None:
-    """Teach dhm a new backbone family: ``matches(net)`` says whether ``adapter`` applies to ``net``."""
-    ADAPTERS.register(name)((matches, adapter))
-
-
-def find_adapter(net: nn.Module) -> str:
-    """Name of the first registered adapter that accepts ``net``; raises a clear error when none does."""
-    for name in ADAPTERS:
-        matches, _ = ADAPTERS.get(name)
-        if matches(net):
-            return name
-    raise TypeError(
-        f"dhm does not know how to split a {type(net).__name__} into stages; subclass dhm.StagedBackbone "
-        f"or register an adapter with dhm.register_adapter (known: {', '.join(ADAPTERS.list())})"
+def module_plan(
+    net: nn.Module,
+    example: Tensor,
+    stem: Callable[[nn.Module, Tensor], Tensor],
+    stage_names: tuple[str, ...],
+    head: Callable[[nn.Module, Tensor], Tensor],
+    copy_stage,
+    copy_head,
+    source: str,
+) -> StagePlan:
+    """A plan whose stages are the ``nn.Sequential`` attributes ``stage_names`` of ``net``, run between ``stem`` and
+    ``head``; channels and reductions are measured on ``example``."""
+    was = net.training
+    net.eval()
+    shapes = []
+    try:
+        with torch.no_grad():
+            h = stem(net, example)
+            for name in stage_names:
+                h = getattr(net, name)(h)
+                shapes.append(tuple(h.shape))
+            num_classes = head(net, h).shape[-1]
+    finally:
+        net.train(was)
+    hw = example.shape[-1]
+    stages = tuple(
+        Stage(name, shape[1], max(1, round(hw / shape[-1])), len(getattr(net, name)), _runner(name), name)
+        for name, shape in zip(stage_names, shapes)
     )
+    return StagePlan(stem, stages, head, num_classes, source, copy_stage, copy_head, widths=True)
 
 
-def get_adapter(name: str) -> StageAdapter:
-    """The adapter registered under ``name``."""
-    return ADAPTERS.get(name)[1]
+def _runner(name: str) -> Callable[[nn.Module, Tensor], Tensor]:
+    return lambda root, x: getattr(root, name)(x)
 
 
-register_adapter("staged", lambda net: isinstance(net, StagedBackbone), _OwnStaged())
+@PLAN_SOURCES.register("dhm", priority=10)
+def _own_plan(net: nn.Module, example: Tensor) -> StagePlan | None:
+    """dhm's own backbones: their stem/head methods, their stage attributes, their stage builder."""
+    if not isinstance(net, StagedBackbone):
+        return None
+    cls = type(net)
+    plan = module_plan(
+        net,
+        example,
+        cls.forward_stem,
+        net.stage_names,
+        cls.forward_head,
+        lambda root, index, blocks, width, in_ch: root.build_stage(index, blocks, width, in_ch),
+        lambda root, in_ch, classes: root.build_head(in_ch, classes),
+        "dhm",
+    )
+    # A DenseNet stage ends in a transition that is not one of its blocks.
+    blocks = [net.stage_blocks(i) for i in range(len(plan.stages))]
+    return replace(plan, stages=tuple(replace(s, blocks=b) for s, b in zip(plan.stages, blocks)))
 
 
 def init_conv_bn(module: nn.Module) -> None:
@@ -194,7 +149,7 @@ def init_conv_bn(module: nn.Module) -> None:
 
 def scaled(channels: int, width: float) -> int:
     """``channels * width`` rounded to an integer, at least 1."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def pooled_classifier(in_channels: int, num_classes: int, pre_norm: bool) -> nn.Sequential:
@@ -205,12 +160,9 @@ def pooled_classifier(in_channels: int, num_classes: int, pre_norm: bool) -> nn.
 
 
 __all__ = [
-    "StageAdapter",
     "StagedBackbone",
-    "find_adapter",
-    "get_adapter",
     "init_conv_bn",
+    "module_plan",
     "pooled_classifier",
-    "register_adapter",
     "scaled",
 ]

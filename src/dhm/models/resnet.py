@@ -1,11 +1,12 @@
 """ImageNet ResNets with torchvision's architecture and parameter names (a stripped model loads into
-``torchvision.models.resnetXX``), plus the stage adapter that lets dhm branch torchvision's own ResNets."""
+``torchvision.models.resnetXX``), plus the stage plan that lets dhm branch torchvision's own ResNets at any branch width."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..branches import BranchSpec, StageAdapter, register_adapter
+from ..branches import BranchSpec
+from ..branches.plan import PLAN_SOURCES, StagePlan, traced_plan
 from ..branches.staged import scaled
 from .registry import register_model
 
@@ -112,36 +113,15 @@ def _init_torchvision(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class TorchvisionResNetAdapter(StageAdapter):
-    """Stages of any module laid out like torchvision's ResNet (``conv1``, ``bn1``, ``relu``, ``maxpool``,
-    ``layer1..4``, ``avgpool``, ``fc``): dhm's own ImageNet ResNets and torchvision's (ResNeXt and wide ones too)."""
+def _copy_stage(net: nn.Module, index: int, blocks: int, width: float, in_channels: int) -> tuple[nn.Sequential, int]:
+    block = BLOCKS[getattr(net, STAGES[0])[0].expansion]
+    planes = scaled(PLANES[index], width)
+    groups, base_width = getattr(net, "groups", 1), getattr(net, "base_width", 64)
+    return make_layer(block, in_channels, planes, blocks, 1 if index == 0 else 2, groups, base_width)
 
-    def stage_names(self, net: nn.Module) -> tuple[str, ...]:
-        return STAGES
 
-    def forward_stem(self, net: nn.Module, x: Tensor) -> Tensor:
-        return net.maxpool(net.relu(net.bn1(net.conv1(x))))
-
-    def forward_head(self, net: nn.Module, x: Tensor) -> Tensor:
-        return net.fc(net.avgpool(x).flatten(1))
-
-    def build_stage(self, net, index, blocks, width, in_channels):
-        block = BLOCKS[getattr(net, STAGES[0])[0].expansion]
-        planes = scaled(PLANES[index], width)
-        groups, base_width = getattr(net, "groups", 1), getattr(net, "base_width", 64)
-        return make_layer(block, in_channels, planes, blocks, 1 if index == 0 else 2, groups, base_width)
-
-    def build_head(self, net: nn.Module, in_channels: int, num_classes: int) -> nn.Module:
-        return nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(1), nn.Linear(in_channels, num_classes))
-
-    def stage_channels(self, net: nn.Module, index: int) -> int:
-        return PLANES[index] * getattr(net, STAGES[0])[0].expansion
-
-    def stage_blocks(self, net: nn.Module, index: int) -> int:
-        return len(getattr(net, STAGES[index]))
-
-    def num_classes(self, net: nn.Module) -> int:
-        return net.fc.out_features
+def _copy_head(net: nn.Module, in_channels: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(1), nn.Linear(in_channels, num_classes))
 
 
 def _looks_like_torchvision_resnet(net: nn.Module) -> bool:
@@ -149,13 +129,19 @@ def _looks_like_torchvision_resnet(net: nn.Module) -> bool:
     return all(hasattr(net, n) for n in names) and getattr(net.layer1[0], "expansion", None) in BLOCKS
 
 
-register_adapter("torchvision_resnet", _looks_like_torchvision_resnet, TorchvisionResNetAdapter())
+@PLAN_SOURCES.register("torchvision_resnet", priority=20)
+def _resnet_plan(net: nn.Module, example: Tensor) -> StagePlan | None:
+    """Modules laid out like torchvision's ResNet (dhm's own ImageNet ResNets and torchvision's, ResNeXt and wide
+    ones too): stages ``layer1..4``, cut from the traced forward; branch stages built by dhm at any width."""
+    if not _looks_like_torchvision_resnet(net):
+        return None
+    return traced_plan(net, example, list(STAGES), "torchvision_resnet", _copy_stage, _copy_head)
 
 
 class ResNet(nn.Module):
     """torchvision's ResNet (same parameter names and initialisation), adaptive average pooling, any input size.
 
-    It is deliberately not a :class:`StagedBackbone`: it is branched through the same torchvision adapter as
+    It is deliberately not a :class:`StagedBackbone`: it is branched through the same stage plan as
     ``torchvision.models.resnet50()`` itself, so both take one code path.
     """
 

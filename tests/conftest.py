@@ -50,3 +50,12 @@ def tiny_cifar(name: str = "cifar_resnet20", num_classes: int = 10, **kwargs):
     import dhm
 
     return dhm.create_model(name, num_classes=num_classes, widths=(8, 8, 16), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def timm(torchvision):
+    """The timm module (it imports torchvision's Python parts), or a skip with the reason."""
+    try:
+        return importlib.import_module("timm")
+    except Exception as exc:
+        pytest.skip(f"timm cannot be imported here: {exc!r}")

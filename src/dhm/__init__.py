@@ -17,6 +17,7 @@ from .branches import (
     strip,
 )
 from .losses import MimicLoss, mimic_loss
+from .official import load_official
 from .models import create_model, list_models, paper_branches, register_model
 from .version import __version__
 
@@ -30,6 +31,7 @@ __all__ = [
     "attach_branches",
     "create_model",
     "list_models",
+    "load_official",
     "mimic_loss",
     "paper_branches",
     "register_model",

@@ -110,6 +110,23 @@ def cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_official(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .official import import_official
+
+    output = ns.output or str(Path(ns.checkpoint).with_name(Path(ns.checkpoint).name.split(".")[0] + "_dhm.pt"))
+    print(import_official(ns.checkpoint, ns.model, output, ns.classes))
+    return 0
+
+
+def cmd_inspect(ns: argparse.Namespace) -> int:
+    from .inspect import format_report, inspect_model
+
+    print(format_report(inspect_model(ns.model, ns.specs, ns.classes, ns.input_size)))
+    return 0
+
+
 def cmd_recipes(ns: argparse.Namespace) -> int:
     from .config.io import RECIPES_DIR, list_recipes
 
@@ -304,6 +321,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models and their paper branch layouts")
     p.add_argument("pattern", nargs="?", default="*", help="a glob over the names, e.g. 'wrn*' or '*resnet3*'")
     p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show the stages dhm finds in a model, its branches and their cost",
+        description="Stages (module, channels, reduction), branches with parameter counts, and the forward FLOP "
+        "ratio of the branched model to the plain one. MODEL: a dhm model (`dhm models`), torchvision:<name> or "
+        "timm:<name>. Branch specs: FORK or FORK:light (a stage index or module path), or a YAML mapping such as "
+        "'{fork: 1, depths: [2], width: 2}'; default: the paper layout.",
+    )
+    p.add_argument("model", help="cifar_resnet32, torchvision:mobilenet_v2, timm:resnet50, ...")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="branch specs (default: the paper layout)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
+    p.add_argument("--input-size", type=int, default=None, help="side of the probe image (default: the model's)")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser(
+        "import-official",
+        help="convert a checkpoint of the authors' DHM code into a dhm checkpoint",
+        description="Read CHECKPOINT as written by the authors' training scripts (d-li14/DHM: a dict with "
+        "'state_dict', keys prefixed 'module.') without unpickling code, load it into dhm's MODEL with the paper's "
+        "branches, and write a dhm checkpoint; `dhm export OUT --format pt` then gives the plain backbone.",
+    )
+    p.add_argument("checkpoint", help="the authors' .pth.tar file")
+    p.add_argument("--model", required=True, help="the dhm model with the same architecture (`dhm models`)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: from fc.weight)")
+    p.add_argument("--output", "-o", default=None, help="output file (default: <name>_dhm.pt beside the input)")
+    p.set_defaults(fn=cmd_import_official)
 
     p = sub.add_parser("recipes", help="list the bundled recipes")
     p.set_defaults(fn=cmd_recipes)

@@ -97,6 +97,7 @@ def attach_branches(
     dynamic_fork: bool = False,
     stages: Sequence[str] | None = None,
     input_size: int | None = None,
+    plan: StagePlan | None = None,
 ) -> DHMModel:
     """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
@@ -109,13 +110,15 @@ def attach_branches(
             :func:`dhm.branches.plan.stage_plan`).
         input_size: side of the square example input used to measure channels and reductions (default: the
             model's own, else 224).
+        plan: a plan already made for this backbone by :func:`dhm.stage_plan` (then ``stages`` and ``input_size``
+            are not used).
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
         ...     dhm.BranchSpec(fork=1), dhm.BranchSpec(fork=2, builder="light")], num_classes=10)
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
-    plan = stage_plan(backbone, stages, input_size)
+    plan = plan if plan is not None else stage_plan(backbone, stages, input_size)
     return DHMModel(backbone, specs, num_classes=num_classes, dynamic_fork=dynamic_fork, plan=plan)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from ..branches import BranchSpec, attach_branches
+from ..branches import BranchSpec, attach_branches, stage_plan
 from ..registry import Registry
+from .hubs import HUBS, default_branches, split_name
 
 ModelFn = Callable[..., nn.Module]
 MODELS: Registry[ModelFn] = Registry("model")
@@ -38,7 +40,9 @@ def create_model(
     """Build a registered model.
 
     Args:
-        name: a registry name, see :func:`list_models`.
+        name: a registry name, see :func:`list_models`, or ``torchvision:<name>`` / ``timm:<name>`` (those
+            libraries' models, randomly initialised; ``branches="paper"`` then means the paper's fork points,
+            see ``dhm.models.hubs``).
         num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
         branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone) or a list of branch specs.
         dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
@@ -48,18 +52,20 @@ def create_model(
         >>> model = dhm.create_model("cifar_resnet32", num_classes=100)              # DHM, paper layout
         >>> plain = dhm.create_model("cifar_resnet32", num_classes=100, branches="none")
     """
-    fn = MODELS.get(name)
+    hub = split_name(name)
+    fn = MODELS.get(name) if hub is None else functools.partial(HUBS.get(hub[0]), hub[1])
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     backbone = fn(**kwargs)
-    if isinstance(branches, str):
-        if branches == "none":
-            return backbone
-        if branches != "paper":
-            raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
-        branches = paper_branches(name)
-    return attach_branches(backbone, branches, dynamic_fork=dynamic_fork)
+    if isinstance(branches, str) and branches not in ("paper", "none"):
+        raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
+    if branches == "none":
+        return backbone
+    plan = stage_plan(backbone)
+    if branches == "paper":
+        branches = paper_branches(name) if hub is None else default_branches(plan)
+    return attach_branches(backbone, branches, dynamic_fork=dynamic_fork, plan=plan)
 
 
 def list_models(pattern: str = "*") -> list[str]:

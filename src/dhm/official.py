@@ -1,0 +1,140 @@
+"""The authors' checkpoints (d-li14/DHM): read the file their training scripts write and load it into dhm's model.
+
+Their ``cifar.py`` / ``imagenet.py`` save ``{"epoch", "arch", "state_dict", "best_prec1", "optimizer"}`` with
+``torch.save``, the model wrapped in (Distributed)DataParallel, so every key starts with ``module.``. Their
+branches are modules named ``<stage>_head<k>`` (the copied stages), ``bn_head<k>`` and ``fc_head<k>`` (the head);
+everything else is the backbone. dhm's released layouts (docs/method.md section 2) build the same modules in the
+same order, so each group maps onto dhm's ``backbone.*`` / ``branches.head<k>.*`` entries one to one, checked by
+shape. The file is read with ``torch.load(weights_only=True)``: it can never run code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .branches import DHMModel
+from .errors import CheckpointError
+from .models import create_model
+
+BRANCH_KEY = re.compile(r"^[A-Za-z]+\d*_head(\d+)\.")
+
+
+def read_official(path: str | Path) -> dict[str, Any]:
+    """The authors' checkpoint dict, loaded without unpickling code; its ``state_dict`` without ``module.``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, foreign, or holding objects other than tensors and plain values
+        why = (
+            "it holds objects other than tensors and plain values, and loading those could run code"
+            if "Unsupported global" in str(exc)
+            else f"not a PyTorch checkpoint ({type(exc).__name__})"
+        )
+        raise CheckpointError(f"cannot read {path}: {why}") from None
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} has no 'state_dict' of tensors: not a checkpoint of the authors' scripts")
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    return {**obj, "state_dict": state}
+
+
+def _groups(keys: list[str], ours: bool) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        if ours:
+            parts = key.split(".")
+            group = "main" if parts[0] == "backbone" else parts[1]
+        else:
+            match = BRANCH_KEY.match(key)
+            group = f"head{match.group(1)}" if match else "main"
+        groups.setdefault(group, []).append(key)
+    return groups
+
+
+def convert_state(state: dict[str, Tensor], model: DHMModel) -> dict[str, Tensor]:
+    """The authors' state_dict (no ``module.`` prefix) renamed to ``model``'s keys, group by group, in order."""
+    target = model.state_dict()
+    theirs, ours = _groups(list(state), ours=False), _groups(list(target), ours=True)
+    if sorted(theirs) != sorted(ours):
+        raise CheckpointError(f"the checkpoint has parts {sorted(theirs)}, the model {sorted(ours)}")
+    out = {}
+    for group, keys in ours.items():
+        source = theirs[group]
+        if len(source) != len(keys):
+            part = "backbone" if group == "main" else f"branch {group}"
+            raise CheckpointError(
+                f"the checkpoint's {part} has {len(source)} entries, the model's {len(keys)}: another architecture"
+            )
+        for mine, their in zip(keys, source):
+            if tuple(state[their].shape) != tuple(target[mine].shape):
+                raise CheckpointError(
+                    f"{their} {tuple(state[their].shape)} does not fit {mine} {tuple(target[mine].shape)}: "
+                    "another architecture or width"
+                )
+            out[mine] = state[their]
+    return out
+
+
+def load_official(path: str | Path, model_name: str, num_classes: int | None = None) -> DHMModel:
+    """dhm's branched ``model_name`` (paper layout) holding the weights of the authors' checkpoint at ``path``.
+
+    Args:
+        num_classes: default: read from the checkpoint's ``fc.weight``.
+
+    Example:
+        >>> model = dhm.load_official("resnet50_dhm.pth.tar", "resnet50")
+        >>> torchvision.models.resnet50().load_state_dict(dhm.strip(model).state_dict())
+    """
+    obj = read_official(path)
+    state = obj["state_dict"]
+    if num_classes is None:
+        fc = state.get("fc.weight")
+        if fc is None:
+            raise CheckpointError(f"{path} has no fc.weight; pass num_classes")
+        num_classes = fc.shape[0]
+    conv = next((v for k, v in state.items() if not BRANCH_KEY.match(k) and v.dim() == 4), None)
+    in_channels = conv.shape[1] if conv is not None else 3
+    with torch.device("meta"):
+        model = create_model(model_name, num_classes=num_classes, in_channels=in_channels)
+    model.load_state_dict(convert_state(state, model), strict=True, assign=True)
+    return model.eval()
+
+
+def import_official(path: str | Path, model_name: str, output: str | Path, num_classes: int | None = None) -> Path:
+    """Write the authors' checkpoint as a dhm checkpoint of the branched model (``dhm export`` strips it)."""
+    from .branches.plan import example_input
+    from .engine.checkpoint import FORMAT, save_atomic
+    from .version import __version__
+
+    model = load_official(path, model_name, num_classes)
+    obj = read_official(path)
+    example = example_input(model.backbone)
+    channels = example.shape[1]
+    spec = {"name": model_name, "num_classes": model.plan.num_classes, "in_channels": channels, "kwargs": {}}
+    out = Path(output)
+    save_atomic(
+        {
+            "format": FORMAT,
+            "model": {k: v.contiguous() for k, v in model.state_dict().items()},
+            "model_spec": spec,
+            "classes": [],
+            "input_size": list(example.shape[1:]),
+            "mean": None,
+            "std": None,
+            "config": {},
+            "imported_from": {
+                "path": str(Path(path).resolve()),
+                **{k: obj.get(k) for k in ("arch", "epoch", "best_prec1") if isinstance(obj.get(k), (str, int, float))},
+            },
+            "dhm_version": __version__,
+        },
+        out,
+    )
+    return out

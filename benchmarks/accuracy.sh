@@ -19,3 +19,11 @@ dhm compare cifar10-jpeg --seeds 3 --modes "${CIFAR_MODES:-ce,dsl,dhm,dhm-offici
   --out runs/compare/cifar10-jpeg data.root="$work/CIFAR-10-images" model.name=cifar_resnet20 \
   data.train_subset=10000 train.epochs=10 optim.schedule=cosine optim.warmup_epochs=1 optim.weight_decay=5.0e-4 \
   data.eval_batch_size=500 train.progress=false
+
+# 3. CIFAR-10 JPEG, the long-enough CPU regime (issue 7; chosen by the pilot runs listed in RESULTS.md): ResNet-20,
+#    a 5,000-image training subset, flip-only augmentation, batch 64, 30 epochs cosine, where plain training ends
+#    above 97% training accuracy; label smoothing as a baseline, two runs side by side with one thread each.
+dhm compare cifar10-jpeg --seeds 3 --modes "${LONG_MODES:-ce,ls,dsl,dhm,dhm-rampup}" --jobs 2 \
+  --out runs/compare/cifar10-jpeg-5k data.root="$work/CIFAR-10-images" model.name=cifar_resnet20 \
+  data.train_subset=5000 data.augment=flip data.batch_size=64 train.epochs=30 optim.schedule=cosine \
+  optim.warmup_epochs=1 optim.weight_decay=5.0e-4 train.progress=false

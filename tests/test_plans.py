@@ -39,7 +39,7 @@ SIZE = 64  # every family runs at 64x64, which keeps the tests fast
 
 
 def _family(name: str, request) -> nn.Module:
-    library, model = name.split(":")
+    library = name.split(":")[0]
     request.getfixturevalue("timm" if library == "timm" else "torchvision")
     torch.manual_seed(0)
     return dhm.create_model(name, num_classes=10, branches="none")

@@ -61,7 +61,7 @@ def inspect_model(
     branched_flops = _flops(model, torch.cat([x, x]))  # batch 2: BatchNorm in train mode needs more than one value
     plain.train()
     plain_flops = _flops(plain, torch.cat([x, x]))
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     return {
         "model": name,
         "source": plan.source,

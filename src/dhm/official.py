@@ -41,7 +41,7 @@ def read_official(path: str | Path) -> dict[str, Any]:
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no 'state_dict' of tensors: not a checkpoint of the authors' scripts")
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     return {**obj, "state_dict": state}
 
 

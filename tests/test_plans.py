@@ -226,3 +226,29 @@ def test_authors_checkpoint_reader_never_runs_code(tmp_path):
     with pytest.raises(dhm.errors.CheckpointError, match="could run code"):
         dhm.load_official(evil, "resnet18")
     assert not marker.exists()
+
+
+def test_engine_trains_a_torchvision_model_named_in_the_config(torchvision, tmp_path):
+    from dhm.config import load_config
+    from dhm.engine import train
+
+    cfg = load_config(
+        "smoke",
+        [
+            "model.name=torchvision:mobilenet_v2",
+            "model.widths=null",
+            "model.branches=[{fork: features.6}, {fork: 2, builder: light}]",
+            "train.epochs=1",
+            "data.train_size=64",
+            "data.test_size=32",
+            "data.val_size=16",
+            "data.batch_size=16",
+            "train.progress=false",
+            f"train.out_dir={tmp_path / 'run'}",
+        ],
+    )
+    summary = train(cfg)
+    assert {"acc1/main", "acc1/head1", "acc1/head2"} <= set(summary["test"])
+    deployed = torch.load(tmp_path / "run" / "deploy.pt", weights_only=True)
+    assert deployed["model"]["name"] == "torchvision:mobilenet_v2"
+    torchvision.models.mobilenet_v2(num_classes=10).load_state_dict(deployed["state_dict"], strict=True)

@@ -107,6 +107,8 @@ def cmd_models(ns: argparse.Namespace) -> int:
             f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "") for s in paper_branches(name)
         )
         print(f"{name:22s} paper branches: {layout}")
+    if ns.pattern == "*":
+        print("also torchvision:<name> and timm:<name> (optional libraries); `dhm inspect MODEL` shows the stages")
     return 0
 
 

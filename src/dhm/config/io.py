@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import ConfigError
 from .schema import Config
+from .validate import validate
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -29,6 +30,12 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+# YAML 1.2 floats: scientific notation without a dot (5e-4, 1E6) is a number, not a string.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
 
 
@@ -153,6 +160,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node, hints, prefix = data, _fields(Config), ""
+    if any(not part for part in dotted.split(".")):
+        raise ConfigError(f"config key {dotted!r} has an empty part (e.g. train.epochs=3; `dhm config --keys` lists them)")
     *parents, leaf = dotted.split(".")
     for part in parents:
         if part not in hints or not dataclasses.is_dataclass(hints[part]):
@@ -193,12 +202,16 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
         data.setdefault("name", name)
     for text in overrides:
         _set_dotted(data, *parse_override(text))
-    return _build(Config, data)
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
-    return _build(Config, data)
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

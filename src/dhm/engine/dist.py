@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,6 +40,12 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     device = torch.device(spec)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={spec}: this PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={spec}: MPS is not available here")
     return device
 
 

@@ -58,6 +58,8 @@ class CifarResNet(StagedBackbone):
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
+        if len(widths) != 3:
+            raise ValueError(f"model.widths needs one width per stage (3), got {list(widths)}")
         self.widths = tuple(widths)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

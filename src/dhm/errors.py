@@ -17,3 +17,21 @@ class DataError(DHMError):
 
 class CheckpointError(DHMError):
     """A checkpoint that cannot be used here (another model or config, corrupt, wrong format)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when the message is empty)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+def load_error(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in words (never PyTorch's hint to load it unsafely)."""
+    text = str(exc)
+    if "Unsupported global" in text:
+        return "it holds objects other than tensors and plain values; loading those could run code, so dhm refuses"
+    if isinstance(exc, EOFError) or "Ran out of input" in text or not text.strip():
+        return "the file is empty or truncated"
+    if "Weights only load failed" in text or "invalid load key" in text or "zip archive" in text:
+        return "not a PyTorch checkpoint"
+    return first_line(exc)

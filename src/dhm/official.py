@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from .branches import DHMModel
-from .errors import CheckpointError
+from .engine.checkpoint import torch_load
+from .errors import CheckpointError, load_error
 from .models import create_model
 
 BRANCH_KEY = re.compile(r"^[A-Za-z]+\d*_head(\d+)\.")
@@ -30,14 +31,9 @@ def read_official(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as exc:  # corrupt, foreign, or holding objects other than tensors and plain values
-        why = (
-            "it holds objects other than tensors and plain values, and loading those could run code"
-            if "Unsupported global" in str(exc)
-            else f"not a PyTorch checkpoint ({type(exc).__name__})"
-        )
-        raise CheckpointError(f"cannot read {path}: {why}") from None
+        raise CheckpointError(f"cannot read {path}: {load_error(exc)}") from None
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no 'state_dict' of tensors: not a checkpoint of the authors' scripts")

@@ -18,7 +18,7 @@ from torch import nn
 
 from .data.augment import center_crop
 from .data.folder import EXTENSIONS
-from .errors import CheckpointError, DataError, DHMError
+from .errors import CheckpointError, DataError, DHMError, first_line
 
 SAFETENSORS_META = "dhm_meta"  # safetensors metadata key: classes, mean, std, input_size, config (JSON)
 SAFETENSORS_MODEL = "dhm_model"  # safetensors metadata key: the model spec (JSON)
@@ -62,7 +62,7 @@ def _load_safetensors(path: Path) -> Deployed:
             meta = f.metadata() or {}
         state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types on foreign or corrupt files
-        raise CheckpointError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {path}: {first_line(exc)}") from None
     if SAFETENSORS_MODEL not in meta:
         raise CheckpointError(f"{path} is not a dhm export (no {SAFETENSORS_MODEL!r} metadata)")
     info = json.loads(meta.get(SAFETENSORS_META, "{}"))

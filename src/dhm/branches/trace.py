@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..errors import first_line
+
 PartFn = Callable[[nn.Module, Tensor], Tensor]
 
 HOW_TO = (
@@ -60,7 +62,7 @@ def trace_spine(net: nn.Module, leaves: Sequence[str] = (), training: bool = Tru
     except Exception as exc:
         raise SplitError(
             f"torch.fx cannot trace {type(net).__name__}'s forward ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); {HOW_TO}"
+            f"{first_line(exc)}); {HOW_TO}"
         ) from exc
     finally:
         net.train(was)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .schema import Config
 from .validate import validate
 
@@ -71,13 +71,22 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         data = _yaml(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read recipe {path}: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("_base_", None)
     if base is None:
         return data
     return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML or OS error in one line, with the line and column of a syntax error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem or first_line(exc)}"
+    return first_line(exc)
 
 
 def _merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:

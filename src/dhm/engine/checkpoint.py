@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, load_error
 from ..version import __version__
 
 FORMAT = "dhm-checkpoint-1"
@@ -55,15 +56,23 @@ def save_atomic(obj: Any, path: Path) -> None:
         pass
 
 
+def torch_load(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, without PyTorch's warnings about foreign pickles (the caller
+    turns a refusal into one line)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_file(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
     """A dhm checkpoint or deploy file, loaded with ``weights_only=True``; CheckpointError if unusable."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as exc:  # torch.load raises many types on corrupt or foreign files
-        raise CheckpointError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {load_error(exc)}") from None
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt not in (FORMAT, DEPLOY_FORMAT) or (expected_format and fmt != expected_format):
         raise CheckpointError(f"{path} is not a dhm {expected_format or 'checkpoint'} (format {fmt!r})")

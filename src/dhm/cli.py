@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from .errors import DHMError
+from .errors import DHMError, Terminated
 from .registry import RegistryError
 from .version import __version__
 
@@ -380,16 +382,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(ns, target, [*getattr(ns, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # SIGTERM stops like Ctrl-C
     try:
         return ns.fn(ns)
     except (DHMError, RegistryError) as exc:
         print(f"dhm: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except BrokenPipeError:  # `dhm recipes | head`
         return 0
+    except Terminated:
+        print(f"dhm: terminated (SIGTERM); {KEPT}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("dhm: interrupted", file=sys.stderr)
+        print(f"dhm: interrupted; {KEPT}", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+KEPT = "a training run keeps its last finished epoch in last.pt (train.resume=auto continues it)"
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 if __name__ == "__main__":

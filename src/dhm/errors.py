@@ -19,6 +19,16 @@ class CheckpointError(DHMError):
     """A checkpoint that cannot be used here (another model or config, corrupt, wrong format)."""
 
 
+class Terminated(Exception):
+    """SIGTERM, raised where the program is, so that the same clean-up as for Ctrl-C runs (``dhm`` exits 143)."""
+
+
+class DivergedError(DHMError):
+    """Training produced a non-finite loss; the run stops keeping its last good checkpoint. Exit code 3."""
+
+    exit_code = 3
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first non-empty line of an exception's message (its type name when the message is empty)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DHMError
+from .errors import DHMError, Terminated
 
 
 @dataclass
@@ -136,4 +136,4 @@ def child_env(parallel: int) -> dict[str, str]:
 
 
 def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    raise Terminated

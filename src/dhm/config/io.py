@@ -170,7 +170,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node, hints, prefix = data, _fields(Config), ""
     if any(not part for part in dotted.split(".")):
-        raise ConfigError(f"config key {dotted!r} has an empty part (e.g. train.epochs=3; `dhm config --keys` lists them)")
+        raise ConfigError(
+            f"config key {dotted!r} has an empty part (e.g. train.epochs=3; `dhm config --keys` lists them)"
+        )
     *parents, leaf = dotted.split(".")
     for part in parents:
         if part not in hints or not dataclasses.is_dataclass(hints[part]):

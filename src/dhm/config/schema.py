@@ -77,6 +77,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm under DDP
     resume: str = ""  # "" | auto | path to a last.pt
     out_dir: str = ""  # run directory; default runs/<recipe>/<timestamp>
+    overwrite: bool = False  # replace the run already in train.out_dir (otherwise refused unless resuming)
     runs_root: str = "runs"  # where default run directories go: <runs_root>/<recipe>/<timestamp>
     progress: bool = True  # progress bar per epoch (a terminal) or progress lines (a log)
     log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)

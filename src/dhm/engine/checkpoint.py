@@ -17,18 +17,26 @@ from ..version import __version__
 
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
-# Config entries that must agree for a checkpoint to continue a run (epochs, paths, logging may change).
-IDENTITY_KEYS = (
-    "name",
-    "model",
-    "loss",
-    "data.name",
-    "data.val_size",
-    "data.split_seed",
-    "data.batch_size",
-    "optim",
-    "train.seed",
-    "train.accum_steps",
+# The config entries that may change when a run is resumed: how long, where, how it is shown and how fast it runs.
+# Every other entry (data, augmentation, model, loss, optimizer, schedule, seed, precision) must be the saved one.
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.resume",
+    "train.out_dir",
+    "train.runs_root",
+    "train.overwrite",
+    "train.progress",
+    "train.log_every_s",
+    "train.threads",
+    "train.device",
+    "train.compile",
+    "train.cuda_graph",
+    "train.channels_last",
+    "data.root",
+    "data.download",
+    "data.verify_md5",
+    "data.workers",
+    "data.eval_batch_size",
 )
 
 
@@ -85,25 +93,34 @@ def _get(cfg: dict[str, Any], dotted: str) -> Any:
     return cfg
 
 
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and key != "options":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Config keys (dotted) where a checkpoint's config and the current one differ in what defines the run."""
-    diffs = []
-    for key in IDENTITY_KEYS:
-        a, b = _get(saved, key), _get(current, key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            diffs.append(key)
-    return diffs
+    """Config keys (dotted) where a checkpoint's config and the current one differ in what is trained: every key
+    except ``RESUMABLE_CHANGES`` (a key absent from an older checkpoint counts as its default)."""
+    a, b = _flat(saved), _flat(current)
+    return [k for k in b if k not in RESUMABLE_CHANGES and k in a and a[k] != b[k]]
 
 
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint from another model or config, naming what differs."""
     diffs = identity_mismatch(ckpt.get("config", {}), config)
     if diffs:
-        shown = ", ".join(f"{k}: {_get(ckpt['config'], k)!r} != {_get(config, k)!r}" for k in diffs[:3])
+        shown = ", ".join(f"{k}: {_get(ckpt['config'], k)!r} != {_get(config, k)!r}" for k in diffs[:4])
+        more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise CheckpointError(
-            f"checkpoint {path} belongs to another run ({shown}); use another train.out_dir or the same config"
+            f"checkpoint {path} belongs to another run: it was trained with other settings ({shown}{more}); resume "
+            "with the same settings "
+            "(only train.epochs, paths, progress, workers, device and speed options may change) or use another "
+            "train.out_dir"
         )
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel, strip, unwrap
 from ..config import Config, dump_config, to_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DivergedError
 from ..version import __version__
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
@@ -37,6 +37,7 @@ from .plots import plot_history
 from .precision import autocast, resolve_amp, resolve_channels_last
 from .progress import LogProgress
 from .recorder import Recorder, summary_table
+from .rundir import RunLock, refuse_other_run, remove_leftovers, unfinished_runs
 from .step import EagerStep, GraphStep, make_step
 
 
@@ -82,6 +83,9 @@ def evaluate(
         result["agree"] = 100.0 * correct[-1].item() / n
     result["loss"] = loss_sum.item() / n
     return result
+
+
+NONFINITE = "nonfinite/"  # meters that flag non-finite loss terms (not averaged, not reported)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Trainer:
         self._step: EagerStep | None = None
         self._last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
         self.state = RunState()
+        self.lock = None
         self.run_dir = self._run_dir()
         self.recorder: Recorder | None = None
 
@@ -155,6 +160,12 @@ class Trainer:
             chosen = box[0]
         run_dir = Path(chosen)
         resume = self._resume_path(run_dir) if cfg.resume else None
+        if self.dist.is_main:  # refuse before taking the lock (which writes .lock), check again under it
+            refuse_other_run(run_dir, resume is not None, cfg.overwrite, locked=False)
+            self.lock = RunLock(run_dir).acquire()
+            refuse_other_run(run_dir, resume is not None, cfg.overwrite, locked=True)
+            remove_leftovers(run_dir)
+        D.barrier()
         if resume is not None:
             self._load(resume)
         elif cfg.resume == "auto" and self.dist.is_main:
@@ -168,10 +179,9 @@ class Trainer:
         if cfg.out_dir:
             return Path(cfg.out_dir).expanduser()
         base = Path(cfg.runs_root).expanduser() / self.cfg.name
-        if cfg.resume == "auto" and base.is_dir():
-            unfinished = [d for d in base.iterdir() if (d / "last.pt").is_file() and not (d / "summary.json").exists()]
-            if unfinished:
-                return max(unfinished, key=lambda d: (d / "last.pt").stat().st_mtime)
+        unfinished = unfinished_runs(base) if cfg.resume == "auto" else []  # never a run that is still training
+        if unfinished:
+            return unfinished[0]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir, k = base / stamp, 1
         while run_dir.exists():
@@ -249,7 +259,17 @@ class Trainer:
         D.all_reduce_sum(totals)
         values = totals.tolist()
         n = values[-1]
-        result = {f"train/{k}": v / n for k, v in zip(sums, values)}
+        health = {k.removeprefix(NONFINITE): v for k, v in zip(sums, values) if k.startswith(NONFINITE)}
+        terms = [k for k, v in health.items() if k != "steps" and v > 0]
+        if terms:
+            step = int(health["steps"] // self.dist.world) + 1
+            kept = f"last.pt keeps epoch {self.state.epoch}" if self.state.epoch else "no epoch had finished"
+            shown = ", ".join(terms[:4]) + (f" and {len(terms) - 4} more" if len(terms) > 4 else "")
+            raise DivergedError(
+                f"the loss became non-finite in epoch {epoch + 1} at step {step} ({shown}); the run stops ({kept}): "
+                "lower optim.lr or check the data"
+            )
+        result = {f"train/{k}": v / n for k, v in zip(sums, values) if not k.startswith(NONFINITE)}
         result["train/acc1"] = 100.0 * values[len(sums)] / n  # the main head
         if heads > 1:
             for name, hits in zip(self.head_names, values[len(sums) : len(sums) + heads]):
@@ -273,6 +293,8 @@ class Trainer:
         graphs = records_cuda_graphs(self.compile_mode, device)
         run = self._step_fn(model)
         meters: Tensor | None = None
+        bad: Tensor | None = None  # which loss terms went non-finite this epoch
+        finite_steps = torch.zeros((), device=device)  # micro-steps before the first non-finite one
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             step, micro = divmod(i, accum)
@@ -287,6 +309,9 @@ class Trainer:
                 self._last_lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
             meters = values * len(y) if meters is None else meters + values * len(y)
+            flags = (~torch.isfinite(values)).float()  # on the device: no sync
+            bad = flags if bad is None else torch.maximum(bad, flags)
+            finite_steps += bad.amax() == 0
             correct += hits
             seen += len(y)
             if log is not None and last_micro:
@@ -303,6 +328,9 @@ class Trainer:
         if bar is not None:
             bar.close()
         sums = dict(zip(run.keys, meters.unbind())) if meters is not None else {}
+        if bad is not None:  # read with the meters at the epoch's one sync point
+            sums.update({f"{NONFINITE}{k}": v for k, v in zip(run.keys, bad.unbind())})
+            sums[f"{NONFINITE}steps"] = finite_steps
         return sums, correct, seen
 
     def _step_fn(self, model: nn.Module) -> EagerStep:
@@ -339,9 +367,10 @@ class Trainer:
         """Train to ``train.epochs`` (continuing a resumed run), then test, export and summarise."""
         cfg, main = self.cfg, self.dist.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             self.recorder = Recorder(self.run_dir)
+            if self.state.history:  # a resumed run: make best.pt and the metrics files agree with last.pt
+                self._repair()
         model = self._wrap()
         if main and self.compile_mode is not None and self.state.epoch < cfg.train.epochs:
             print(
@@ -365,7 +394,19 @@ class Trainer:
         finally:
             if self.recorder is not None:
                 self.recorder.close()
+            if self.lock is not None:
+                self.lock.release()
             D.teardown()
+
+    def _repair(self) -> None:
+        """After a kill between the writes of an epoch's end: last.pt is the commit point, so the metrics files are
+        rewritten from its history and best.pt is restored from it when that epoch was the best."""
+        self.recorder.write(self.state.history)
+        best = self.run_dir / "best.pt"
+        if self.state.best_epoch == self.state.epoch:
+            stale = not best.is_file() or load_file(best, FORMAT)["state"]["epoch"] != self.state.epoch
+            if stale:
+                save_atomic(load_file(self.run_dir / "last.pt", FORMAT), best)
 
     def _end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         s = self.state

@@ -1,0 +1,142 @@
+"""Run directories that cannot be lost or mixed: which directory a run writes to, an exclusive lock per directory,
+refusing another run's files unless resuming (or ``train.overwrite=true``), and tidying up after a crash.
+
+A run holds ``<run_dir>/.lock`` with ``fcntl.flock`` for its whole life; the kernel drops the lock when the process
+dies, however it dies, so a dead run's lock is simply taken over. The file names its holder (pid, host, start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from ..errors import ConfigError
+
+#: The files a run writes; a directory holding any of the first four holds a run.
+RUN_FILES = ("last.pt", "best.pt", "deploy.pt", "summary.json", "metrics.jsonl", "metrics.csv", "config.yaml")
+CHECKPOINTS = RUN_FILES[:4]
+LOCK = ".lock"
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot be used (in use, another run's, not a writable folder)."""
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds a run's checkpoints or summary."""
+    return any((directory / name).is_file() for name in CHECKPOINTS)
+
+
+def is_locked(directory: Path) -> bool:
+    """Whether a live process holds ``directory``'s lock."""
+    path = directory / LOCK
+    if not path.is_file():
+        return False
+    try:
+        with open(path) as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+class RunLock:
+    """The exclusive lock of one run directory (``with RunLock(dir):``); a second writer gets a RunDirError naming
+    the holder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.file: IO[str] | None = None
+
+    def acquire(self) -> RunLock:
+        make_dir(self.directory)
+        f = open(self.directory / LOCK, "a+")  # noqa: SIM115 - held open for the run's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunDirError(
+                f"run directory {self.directory} is in use by {holder}; wait for it, or choose another train.out_dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        started = datetime.now().isoformat(timespec="seconds")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+        f.flush()
+        self.file = f
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def make_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) or say in one line why it cannot be."""
+    if directory.exists() and not directory.is_dir():
+        raise RunDirError(f"train.out_dir {directory} is a file, not a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"cannot write to run directory {directory}: {exc.strerror or exc}") from None
+
+
+def refuse_other_run(directory: Path, resuming: bool, overwrite: bool, locked: bool) -> None:
+    """A new run never silently replaces another: refuse a directory that holds one unless it is being resumed;
+    with ``train.overwrite=true`` the old run's files are removed (never anything else), and only once this run
+    holds the directory's lock (``locked``)."""
+    if resuming or not holds_run(directory):
+        return
+    if not overwrite:
+        raise RunDirError(
+            f"train.out_dir {directory} already holds a run; continue it with train.resume=auto, or replace it "
+            "with train.overwrite=true"
+        )
+    if not locked:
+        return
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete temporary files a killed run left behind (``.<name>.*.tmp``); returns them."""
+    leftovers = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return leftovers
+
+
+def unfinished_runs(base: Path) -> list[Path]:
+    """Run folders under ``base`` with a ``last.pt``, no ``summary.json`` and no live lock, newest first."""
+    if not base.is_dir():
+        return []
+    runs = [
+        d
+        for d in base.iterdir()
+        if d.is_dir() and (d / "last.pt").is_file() and not (d / "summary.json").exists() and not is_locked(d)
+    ]
+    return sorted(runs, key=lambda d: (d / "last.pt").stat().st_mtime, reverse=True)

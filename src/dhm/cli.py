@@ -178,7 +178,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         _csv(ns.precisions),
         _csv(ns.formats),
         compile_options,
-        tuple(int(b) for b in _csv(ns.batches)),
+        _ints("--batches", ns.batches),
         ns.steps,
         ns.warmup,
         ns.device,
@@ -188,6 +188,17 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     save(result, ns.json, ns.markdown)
     print(to_markdown(result))
     return 0
+
+
+def _ints(option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers, or one line saying what is wrong."""
+    try:
+        values = tuple(int(v) for v in _csv(text))
+    except ValueError:
+        raise DHMError(f"{option} takes comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise DHMError(f"{option} takes comma-separated positive integers, got {text!r}")
+    return values
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:

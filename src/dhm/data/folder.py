@@ -42,13 +42,26 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[FileSource, li
     return FileSource(files, torch.tensor(labels, dtype=torch.int64)), classes
 
 
+def rgb8(img):
+    """An 8-bit RGB PIL image. 16-bit grey images (PNG mode I;16 / I) are scaled to 0..255, not clipped at 255 as
+    PIL's own conversion does."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB")
+    return img.convert("RGB")
+
+
 def load_image(path: Path, size: int | None = None) -> np.ndarray:
     """An RGB image as a uint8 (H, W, 3) array, optionally resized to size x size; DataError if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = rgb8(img)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             return np.asarray(img)

@@ -25,7 +25,7 @@ from ..errors import DataError
 from .augment import AUGMENTS, Preset, apply_batch, center_crop, draw_params, normalize, random_resized_crop, step_seed
 
 AugmentParams = tuple[Tensor, Tensor, Tensor]  # dy, dx, flips for every image of an epoch's global batches
-from .folder import load_image
+from .folder import load_image, rgb8
 from .sources import FileSource, Source, TensorSource
 
 
@@ -165,7 +165,7 @@ class _FileDataset(Dataset):
         path = self.source.files[index]
         if self.size is not None and self.resized_crop:
             with Image.open(path) as img:
-                img = img.convert("RGB")
+                img = rgb8(img)
                 rng = random.Random(seed)
                 img = random_resized_crop(img, self.size, rng) if self.train else center_crop(img, self.size)
                 array = torch.from_numpy(np.asarray(img).copy())
@@ -193,9 +193,34 @@ class FileLoader(_Base):
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            collate_fn=_collate,
         )
-        for (images, labels), (_, step, sl) in zip(loader, plan):
+        batches = iter(zip(loader, plan))
+        while True:
+            try:
+                (images, labels), (_, step, sl) = next(batches)
+            except StopIteration:
+                return
+            except DataError as exc:  # raised in a worker: keep the original one line, not the worker's traceback
+                raise DataError(_worker_message(exc)) from None
             yield self._finish(images, step, sl, params), labels.to(self.device, non_blocking=True)
+
+
+def _collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    """A batch of decoded images; images of different sizes are a DataError (resize them with data.image_size)."""
+    shapes = sorted({tuple(x.shape[1:]) for x, _ in items})
+    if len(shapes) > 1:
+        sizes = " and ".join(f"{h}x{w}" for h, w in shapes[:2])
+        raise DataError(f"the image folder mixes image sizes ({sizes}); set data.image_size to resize them")
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def _worker_message(exc: DataError) -> str:
+    """The original message of a DataError re-raised by a DataLoader worker (whose text adds a traceback)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else str(exc)
+    marker = "DataError: "
+    return last.split(marker, 1)[1] if marker in last else last
 
 
 def build_loader(

@@ -88,9 +88,11 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> Data
     train_src = take_subset(train_src, cfg.data.train_subset, cfg.data.split_seed)
     num_classes = cfg.model.num_classes or len(bundle.classes)
     for split, src in (("train", bundle.train), ("test", bundle.test)):
-        if len(src.labels) and (int(src.labels.max()) >= num_classes or int(src.labels.min()) < 0):
+        low, high = (int(src.labels.min()), int(src.labels.max())) if len(src.labels) else (0, 0)
+        if low < 0 or high >= num_classes:
             raise DataError(
-                f"{split} label {int(src.labels.max())} is out of range for {num_classes} classes (model.num_classes)"
+                f"{split} label {low if low < 0 else high} is out of range for {num_classes} classes "
+                "(labels must be 0..classes-1; model.num_classes)"
             )
     common = dict(
         augment=cfg.data.augment,

@@ -17,6 +17,9 @@ from ..version import __version__
 
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
+REQUIRED = {FORMAT: ("model", "model_spec", "config"), DEPLOY_FORMAT: ("model", "state_dict")}
+#: What resuming a run reads besides the model.
+RESUME_NEEDS = ("optimizer", "scheduler", "scaler", "state", "rng")
 # The config entries that may change when a run is resumed: how long, where, how it is shown and how fast it runs.
 # Every other entry (data, augmentation, model, loss, optimizer, schedule, seed, precision) must be the saved one.
 RESUMABLE_CHANGES = (
@@ -43,16 +46,22 @@ RESUMABLE_CHANGES = (
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, flush + fsync, then rename over ``path``: a crash at
     any moment leaves either the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # unwritable folder, disk full: the old file (if any) stays as it was
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -72,8 +81,9 @@ def torch_load(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_file(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
-    """A dhm checkpoint or deploy file, loaded with ``weights_only=True``; CheckpointError if unusable."""
+def load_file(path: str | Path, expected_format: str | None = None, need: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dhm checkpoint or deploy file, loaded with ``weights_only=True``, with the entries its format has (and
+    ``need``); CheckpointError if unusable."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -84,6 +94,9 @@ def load_file(path: str | Path, expected_format: str | None = None) -> dict[str,
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt not in (FORMAT, DEPLOY_FORMAT) or (expected_format and fmt != expected_format):
         raise CheckpointError(f"{path} is not a dhm {expected_format or 'checkpoint'} (format {fmt!r})")
+    missing = [k for k in (*REQUIRED[fmt], *need) if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete or edited dhm checkpoint")
     return obj
 
 

@@ -23,6 +23,7 @@ from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
 from .checkpoint import (
     FORMAT,
+    RESUME_NEEDS,
     check_compatible,
     deploy_payload,
     load_file,
@@ -195,7 +196,7 @@ class Trainer:
         return Path(self.cfg.train.resume).expanduser()
 
     def _load(self, path: Path) -> None:
-        ckpt = load_file(path, FORMAT)
+        ckpt = load_file(path, FORMAT, need=RESUME_NEEDS)
         check_compatible(ckpt, self.config_dict, path)
         load_state(self.model, ckpt["model"], f"checkpoint {path}")
         try:

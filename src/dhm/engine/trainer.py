@@ -161,6 +161,8 @@ class Trainer:
             chosen = box[0]
         run_dir = Path(chosen)
         resume = self._resume_path(run_dir) if cfg.resume else None
+        if resume is not None:  # a checkpoint of other settings is refused before anything is written
+            check_compatible(load_file(resume, FORMAT, need=RESUME_NEEDS), self.config_dict, resume)
         if self.dist.is_main:  # refuse before taking the lock (which writes .lock), check again under it
             refuse_other_run(run_dir, resume is not None, cfg.overwrite, locked=False)
             self.lock = RunLock(run_dir).acquire()
@@ -254,6 +256,8 @@ class Trainer:
         """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
         start = time.perf_counter()
         sums, correct, seen = self.run_steps(model, epoch)
+        tensors = [*self.model.parameters(), *(b for b in self.model.buffers() if b.is_floating_point())]
+        sums[f"{NONFINITE}weights"] = torch.stack([(~torch.isfinite(t)).any() for t in tensors]).any().float()
         # The epoch's one host round trip: sum the device meters over processes and read them.
         heads = len(correct)
         totals = torch.cat([torch.stack(list(sums.values())), correct.float(), correct.new_full((1,), float(seen))])
@@ -261,15 +265,17 @@ class Trainer:
         values = totals.tolist()
         n = values[-1]
         health = {k.removeprefix(NONFINITE): v for k, v in zip(sums, values) if k.startswith(NONFINITE)}
-        terms = [k for k, v in health.items() if k != "steps" and v > 0]
-        if terms:
+        terms = [k for k, v in health.items() if k not in ("steps", "weights") and v > 0]
+        if terms or health["weights"] > 0:
             step = int(health["steps"] // self.dist.world) + 1
             kept = f"last.pt keeps epoch {self.state.epoch}" if self.state.epoch else "no epoch had finished"
             shown = ", ".join(terms[:4]) + (f" and {len(terms) - 4} more" if len(terms) > 4 else "")
-            raise DivergedError(
-                f"the loss became non-finite in epoch {epoch + 1} at step {step} ({shown}); the run stops ({kept}): "
-                "lower optim.lr or check the data"
+            where = (
+                f"the loss became non-finite in epoch {epoch + 1} at step {step} ({shown})"
+                if terms
+                else (f"the weights became non-finite in epoch {epoch + 1} (the loss stayed finite)")
             )
+            raise DivergedError(f"{where}; the run stops ({kept}): lower optim.lr or check the data")
         result = {f"train/{k}": v / n for k, v in zip(sums, values) if not k.startswith(NONFINITE)}
         result["train/acc1"] = 100.0 * values[len(sums)] / n  # the main head
         if heads > 1:

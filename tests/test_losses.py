@@ -210,3 +210,21 @@ def test_laws_at_the_extremes_reduce_to_dsl_and_static_gradients():
     for a, b, c, d in zip(all_stopped[1], dsl[1], none_stopped[1], static[1]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
         torch.testing.assert_close(c, d, rtol=0, atol=1e-14)
+
+
+def test_branched_output_names_its_heads_and_the_loss_checks_them():
+    """The train-mode output is a named tuple (main, head1, head2); a loss given other names or another number of
+    names is an error, never a head silently dropped."""
+    import dhm
+
+    model = dhm.create_model("cifar_resnet20", num_classes=10, widths=(8, 8, 16)).train()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out._fields == ("main", "head1", "head2") and out.main is out[0]
+    y = torch.tensor([0, 1, 2, 3])
+    assert {"ce/main", "ce/head2", "kl/head2->main"} <= set(dhm.MimicLoss()(out, y))
+    with pytest.raises(ValueError, match="2 head names .* for an output of 3 heads"):
+        dhm.MimicLoss(head_names=("main", "head1"))(out, y)
+    with pytest.raises(ValueError, match="but the model's output names"):
+        dhm.MimicLoss(head_names=("main", "aux1", "aux2"))(out, y)
+    with pytest.raises(ValueError, match="for an output of 3 heads"):
+        dhm.mimic_loss(tuple(out), y, names=["main", "head1"])

@@ -77,10 +77,24 @@ def mimic_loss(
     """
     if mode not in MODES:
         raise ValueError(f"unknown loss mode {mode!r}; expected one of {', '.join(MODES)}")
+    names = head_names(logits, names)
     heads = [logits] if isinstance(logits, Tensor) else list(logits)
     # Autocast would run the pair contraction (einsum -> bmm) in bf16/fp16: the whole loss stays in float32.
     with torch.autocast(heads[0].device.type, enabled=False):
         return _mimic_loss(heads, target, mode, alpha, temperature, eps, stopped, names, label_smoothing)
+
+
+def head_names(logits: Sequence[Tensor] | Tensor, given: Sequence[str] | None) -> list[str] | None:
+    """The names of the heads in ``logits``: its own (a branched model's output is a named tuple, fields ``main,
+    head1, ...``), checked against ``given`` when both exist; a count or name mismatch is an error, never a head
+    silently dropped."""
+    count = 1 if isinstance(logits, Tensor) else len(logits)
+    own = getattr(logits, "_fields", None)
+    if given is not None and len(given) != count:
+        raise ValueError(f"the loss was given {len(given)} head names {list(given)} for an output of {count} heads")
+    if own is not None and given is not None and tuple(given) != tuple(own):
+        raise ValueError(f"the loss was given head names {list(given)}, but the model's output names {list(own)}")
+    return list(own) if own is not None else (list(given) if given is not None else None)
 
 
 def _pair_matrix(pairs: Tensor, num_heads: int) -> Tensor:
@@ -175,6 +189,7 @@ class MimicLoss(nn.Module):
             self.ramp.fill_(rampup_weight(self.rampup, epoch, self.rampup_epochs))
 
     def forward(self, outputs: Sequence[Tensor] | Tensor, target: Tensor) -> dict[str, Tensor]:
+        names = head_names(outputs, self.head_names)
         heads = [outputs] if isinstance(outputs, Tensor) else list(outputs)
         stopped = None
         if self.law is not None and self.mode == "dhm" and len(heads) > 1:
@@ -188,6 +203,6 @@ class MimicLoss(nn.Module):
             temperature=self.temperature,
             eps=self.eps,
             stopped=stopped,
-            names=self.head_names,
+            names=names,
             label_smoothing=self.label_smoothing,
         )

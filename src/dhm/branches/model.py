@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +16,8 @@ from .spec import BranchSpec
 class DHMModel(nn.Module):
     """Backbone + side branches. The backbone module is kept as is, so its parameter names never change.
 
-    * train mode: ``forward`` returns a tuple with the logits of every head, main first (``head_names``);
+    * train mode: ``forward`` returns the logits of every head, main first, as a named tuple whose fields are
+      ``head_names`` (``out.main``, ``out.head1``, ...; ``out[0]`` is the main head);
     * eval mode: ``forward`` returns the main logits only and does not run the branches;
     * ``forward_heads`` evaluates every head on demand, in either mode.
 
@@ -46,6 +48,9 @@ class DHMModel(nn.Module):
             }
         )
         self.dynamic_fork = dynamic_fork
+        # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never
+        # pair logits with the wrong names.
+        self.output_type = collections.namedtuple("DHMOutput", self.head_names)
         ref = next(backbone.parameters(), None)
         if ref is not None:  # branches follow the backbone's device and dtype
             self.branches.to(device=ref.device, dtype=ref.dtype)
@@ -87,7 +92,7 @@ class DHMModel(nn.Module):
                 logits.append(branch(feats, block_feats[stage_index + 1], offset))
             else:
                 logits.append(branch(feats))
-        return tuple(logits)
+        return self.output_type(*logits)
 
 
 def attach_branches(

@@ -32,7 +32,7 @@ TIMING = {"time_s", "images_per_s", "wall_time", "wall_time_s"}
 
 def _kill_at(kind: str, n: int) -> None:
     """Patch the event ``kind`` so that its ``n``-th occurrence SIGKILLs this process."""
-    from dhm.engine import checkpoint, recorder, step, trainer
+    from dhm.engine import checkpoint, finish, recorder, step, trainer
 
     count = [0]
 
@@ -52,8 +52,9 @@ def _kill_at(kind: str, n: int) -> None:
 
     if kind == "step":
         wrap(step.EagerStep, "__call__")
-    elif kind == "eval":
+    elif kind == "eval":  # validation (trainer) and the final tests (finish)
         wrap(trainer, "evaluate")
+        wrap(finish, "evaluate")
     elif kind == "metrics":
         wrap(recorder, "_write_text")
     elif kind == "rename":  # the checkpoint's temporary file is complete, the rename has not happened

@@ -45,7 +45,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine.build import build_data, build_model
     from .engine.checkpoint import FORMAT, load_file, load_state
     from .engine.precision import resolve_amp, resolve_channels_last
-    from .engine.trainer import evaluate
+    from .engine.evaluate import evaluate
     from .predict import load_deployed
 
     ckpt = None if ns.checkpoint.endswith(".safetensors") else load_file(ns.checkpoint)

@@ -13,7 +13,7 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..errors import ConfigError
 
@@ -140,3 +140,21 @@ def unfinished_runs(base: Path) -> list[Path]:
         if d.is_dir() and (d / "last.pt").is_file() and not (d / "summary.json").exists() and not is_locked(d)
     ]
     return sorted(runs, key=lambda d: (d / "last.pt").stat().st_mtime, reverse=True)
+
+
+def choose_run_dir(train: Any, name: str) -> Path:
+    """Where a run writes: the folder of ``train.resume`` (a path), ``train.out_dir``, the newest unfinished and
+    unlocked run of recipe ``name`` (``train.resume=auto``), or a new ``<runs_root>/<name>/<timestamp>``."""
+    if train.resume not in ("", "auto"):
+        return Path(train.resume).expanduser().parent
+    if train.out_dir:
+        return Path(train.out_dir).expanduser()
+    base = Path(train.runs_root).expanduser() / name
+    unfinished = unfinished_runs(base) if train.resume == "auto" else []  # never a run that is still training
+    if unfinished:
+        return unfinished[0]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, k = base / stamp, 1
+    while run_dir.exists():
+        run_dir, k = base / f"{stamp}-{k}", k + 1
+    return run_dir

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..branches import DHMModel, strip, unwrap
+from ..branches import DHMModel, unwrap
 from ..config import Config, dump_config, to_dict
-from ..errors import CheckpointError, ConfigError, DivergedError
+from ..errors import CheckpointError, ConfigError
 from ..version import __version__
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
@@ -25,7 +21,6 @@ from .checkpoint import (
     FORMAT,
     RESUME_NEEDS,
     check_compatible,
-    deploy_payload,
     load_file,
     load_state,
     pack_numpy_rng,
@@ -33,60 +28,15 @@ from .checkpoint import (
     unpack_numpy_rng,
 )
 from .compiling import compile_model, records_cuda_graphs, resolve_compile
+from .epoch import run_steps, train_one_epoch
+from .evaluate import evaluate
+from .finish import finish_run
 from .optim import build_optimizer, build_scheduler
-from .plots import plot_history
-from .precision import autocast, resolve_amp, resolve_channels_last
+from .precision import resolve_amp, resolve_channels_last
 from .progress import LogProgress
-from .recorder import Recorder, summary_table
-from .rundir import RunLock, refuse_other_run, remove_leftovers, unfinished_runs
-from .step import EagerStep, GraphStep, make_step
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader,
-    device: torch.device,
-    amp: str = "off",
-    heads: bool = True,
-    log: LogProgress | None = None,
-) -> dict[str, float]:
-    """Top-1 accuracy (%) of the main head, and with ``heads`` of every head and of their ensemble (mean of the
-    softmax outputs); summed over processes. Runs in eval mode and restores the previous mode. ``log`` prints
-    progress lines for long evaluations."""
-    inner = unwrap(model)
-    was_training = inner.training
-    inner.eval()
-    names = inner.head_names if heads and isinstance(inner, DHMModel) else ("main",)
-    correct = torch.zeros(len(names) + 2, dtype=torch.float64, device=device)  # heads, ensemble, all agree
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
-    for i, (x, y) in enumerate(loader):
-        if log is not None and i:
-            log.update(i)  # batches done so far
-        with autocast(device, amp):
-            outs = inner.forward_heads(x) if len(names) > 1 else (inner(x),)
-        outs = [o.float() for o in outs]
-        ensemble = torch.stack([o.softmax(-1) for o in outs]).mean(0)
-        for k, o in enumerate([*outs, ensemble]):
-            correct[k] += (o.argmax(-1) == y).sum()
-        predictions = torch.stack([o.argmax(-1) for o in outs])
-        correct[-1] += (predictions == predictions[0]).all(0).sum()
-        loss_sum += F.cross_entropy(outs[0], y, reduction="sum")
-        count += y.numel()
-    D.all_reduce_sum(correct), D.all_reduce_sum(loss_sum), D.all_reduce_sum(count)
-    inner.train(was_training)
-    n = max(count.item(), 1.0)
-    result = {f"acc1/{name}": 100.0 * c / n for name, c in zip([*names, "ensemble"], correct.tolist())}
-    if len(names) == 1:
-        result.pop("acc1/ensemble")
-    else:  # how often every head predicts the main head's class (the mimicking's visible effect)
-        result["agree"] = 100.0 * correct[-1].item() / n
-    result["loss"] = loss_sum.item() / n
-    return result
-
-
-NONFINITE = "nonfinite/"  # meters that flag non-finite loss terms (not averaged, not reported)
+from .recorder import Recorder
+from .rundir import RunLock, choose_run_dir, refuse_other_run, remove_leftovers
+from .step import EagerStep, GraphStep
 
 
 @dataclass
@@ -176,20 +126,7 @@ class Trainer:
         return run_dir
 
     def _choose_run_dir(self) -> Path:
-        cfg = self.cfg.train
-        if cfg.resume not in ("", "auto"):
-            return Path(cfg.resume).expanduser().parent
-        if cfg.out_dir:
-            return Path(cfg.out_dir).expanduser()
-        base = Path(cfg.runs_root).expanduser() / self.cfg.name
-        unfinished = unfinished_runs(base) if cfg.resume == "auto" else []  # never a run that is still training
-        if unfinished:
-            return unfinished[0]
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir, k = base / stamp, 1
-        while run_dir.exists():
-            run_dir, k = base / f"{stamp}-{k}", k + 1
-        return run_dir
+        return choose_run_dir(self.cfg.train, self.cfg.name)
 
     def _resume_path(self, run_dir: Path) -> Path | None:
         if self.cfg.train.resume == "auto":
@@ -254,108 +191,11 @@ class Trainer:
 
     def train_one_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
-        start = time.perf_counter()
-        sums, correct, seen = self.run_steps(model, epoch)
-        tensors = [*self.model.parameters(), *(b for b in self.model.buffers() if b.is_floating_point())]
-        sums[f"{NONFINITE}weights"] = torch.stack([(~torch.isfinite(t)).any() for t in tensors]).any().float()
-        # The epoch's one host round trip: sum the device meters over processes and read them.
-        heads = len(correct)
-        totals = torch.cat([torch.stack(list(sums.values())), correct.float(), correct.new_full((1,), float(seen))])
-        D.all_reduce_sum(totals)
-        values = totals.tolist()
-        n = values[-1]
-        health = {k.removeprefix(NONFINITE): v for k, v in zip(sums, values) if k.startswith(NONFINITE)}
-        terms = [k for k, v in health.items() if k not in ("steps", "weights") and v > 0]
-        if terms or health["weights"] > 0:
-            step = int(health["steps"] // self.dist.world) + 1
-            kept = f"last.pt keeps epoch {self.state.epoch}" if self.state.epoch else "no epoch had finished"
-            shown = ", ".join(terms[:4]) + (f" and {len(terms) - 4} more" if len(terms) > 4 else "")
-            where = (
-                f"the loss became non-finite in epoch {epoch + 1} at step {step} ({shown})"
-                if terms
-                else (f"the weights became non-finite in epoch {epoch + 1} (the loss stayed finite)")
-            )
-            raise DivergedError(f"{where}; the run stops ({kept}): lower optim.lr or check the data")
-        result = {f"train/{k}": v / n for k, v in zip(sums, values) if not k.startswith(NONFINITE)}
-        result["train/acc1"] = 100.0 * values[len(sums)] / n  # the main head
-        if heads > 1:
-            for name, hits in zip(self.head_names, values[len(sums) : len(sums) + heads]):
-                result[f"train/acc1/{name}"] = 100.0 * hits / n
-        result["images_per_s"] = n / (time.perf_counter() - start)
-        return result
+        return train_one_epoch(self, model, epoch)
 
     def run_steps(self, model: nn.Module, epoch: int) -> tuple[dict[str, Tensor], Tensor, int]:
-        """The optimizer steps of one epoch. Returns device meters (loss sums weighted by batch size, correct
-        counts per head, main first) and the local image count. Nothing in here waits for the device unless a
-        progress bar is drawn."""
-        cfg, device = self.cfg, self.dist.device
-        accum, steps = cfg.train.accum_steps, self.steps_per_epoch
-        loader = self.data.train
-        loader.set_epoch(epoch)
-        model.train()
-        correct = torch.zeros(len(self.head_names), device=device)
-        seen = 0
-        bar = self._bar(epoch, steps)
-        log = self._log(f"epoch {epoch + 1} step", steps, cfg.data.batch_size) if bar is None else None
-        graphs = records_cuda_graphs(self.compile_mode, device)
-        run = self._step_fn(model)
-        meters: Tensor | None = None
-        bad: Tensor | None = None  # which loss terms went non-finite this epoch
-        finite_steps = torch.zeros((), device=device)  # micro-steps before the first non-finite one
-        start = time.perf_counter()
-        for i, (x, y) in enumerate(loader):
-            step, micro = divmod(i, accum)
-            if step >= steps:
-                break
-            if graphs:  # a new training step: the previous step's graph outputs may be overwritten
-                torch.compiler.cudagraph_mark_step_begin()
-            self.loss_fn.set_progress(epoch + step / steps)
-            last_micro = micro == accum - 1
-            values, hits = run(x, y, last_micro)
-            if last_micro:
-                self._last_lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
-            meters = values * len(y) if meters is None else meters + values * len(y)
-            flags = (~torch.isfinite(values)).float()  # on the device: no sync
-            bad = flags if bad is None else torch.maximum(bad, flags)
-            finite_steps += bad.amax() == 0
-            correct += hits
-            seen += len(y)
-            if log is not None and last_micro:
-                log.update(step + 1)
-            if bar is not None and last_micro:
-                bar.update(1)
-                if step % 5 == 0 or step == steps - 1:
-                    rate = seen * self.dist.world / (time.perf_counter() - start)
-                    bar.set_postfix(
-                        loss=f"{meters[run.keys.index('loss')].item() / seen:.3f}",
-                        acc=f"{100 * correct[0].item() / seen:.1f}",
-                        img_s=f"{rate:.0f}",
-                    )
-        if bar is not None:
-            bar.close()
-        sums = dict(zip(run.keys, meters.unbind())) if meters is not None else {}
-        if bad is not None:  # read with the meters at the epoch's one sync point
-            sums.update({f"{NONFINITE}{k}": v for k, v in zip(run.keys, bad.unbind())})
-            sums[f"{NONFINITE}steps"] = finite_steps
-        return sums, correct, seen
-
-    def _step_fn(self, model: nn.Module) -> EagerStep:
-        """The step object for ``model`` (the wrapped one), made once per run and kept across epochs (a captured
-        CUDA graph is reused by every later epoch)."""
-        if self._step is None or self._step.model is not model:
-            self._step = make_step(
-                self.cfg.train.cuda_graph,
-                model,
-                self.loss_fn,
-                self.optimizer,
-                self.scaler,
-                self.amp,
-                self.dist.device,
-                self.cfg.train.accum_steps,
-                self.dist.distributed,
-            )
-        return self._step
+        """The optimizer steps of one epoch (see :func:`dhm.engine.epoch.run_steps`)."""
+        return run_steps(self, model, epoch)
 
     def _log(self, what: str, total: int, images: int) -> LogProgress | None:
         """Progress lines for a log file (rank 0, ``train.progress``, output not a terminal)."""
@@ -397,7 +237,7 @@ class Trainer:
                     record.update({f"val/{k}": v for k, v in val.items()})
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
-            return self._finish(model)
+            return finish_run(self, model)
         finally:
             if self.recorder is not None:
                 self.recorder.close()
@@ -446,57 +286,6 @@ class Trainer:
             f"{r['train/acc1']:.2f}  val acc [{heads}]  lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  "
             f"{r['time_s']:.1f}s"
         )
-
-    def _finish(self, model: nn.Module) -> dict[str, Any]:
-        cfg, device = self.cfg, self.dist.device
-        test_last = evaluate(model, self.data.test, device, self.amp)
-        best_path = self.run_dir / "best.pt"
-        D.barrier()
-        if best_path.is_file() and self.state.best_epoch != self.state.epoch:
-            load_state(unwrap(self.model), load_file(best_path, FORMAT)["model"], f"checkpoint {best_path}")
-        test_best = (
-            evaluate(model, self.data.test, device, self.amp)
-            if self.state.best_epoch != self.state.epoch
-            else test_last
-        )
-        best_record = self.state.history[self.state.best_epoch - 1] if self.state.history else {}
-        val_best = {k.removeprefix("val/"): v for k, v in best_record.items() if k.startswith("val/")}
-        summary = {
-            "test_acc1": test_best["acc1/main"],
-            "test_acc1_last": test_last["acc1/main"],
-            "best_val_acc1": val_best.get("acc1/main"),
-            "best_epoch": self.state.best_epoch,
-            "epochs": self.state.epoch,
-            "wall_time_s": self.state.wall_time,
-            "test": test_best,
-            "test_last": test_last,
-            "val_best": val_best,
-            "run_dir": str(self.run_dir),
-            "world_size": self.dist.world,
-            "device": str(device),
-            "versions": {"dhm": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "config": self.config_dict,
-        }
-        if self.dist.is_main:
-            backbone = strip(unwrap(self.model))
-            meta = {
-                "classes": self.data.bundle.classes,
-                "mean": list(self.data.bundle.mean),
-                "std": list(self.data.bundle.std),
-                "config": self.config_dict,
-                "input_size": self._input_size(),
-            }
-            save_atomic(
-                deploy_payload(backbone, model_spec(cfg, self.data.num_classes, self.in_channels), meta),
-                self.run_dir / "deploy.pt",
-            )
-            plot_history(self.state.history, self.run_dir)
-            heads = unwrap(self.model).head_names if isinstance(unwrap(self.model), DHMModel) else ("main",)
-            print(summary_table(list(heads), val_best, test_best, test_last), flush=True)
-            tmp = self.run_dir / ".summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            tmp.replace(self.run_dir / "summary.json")
-        return summary
 
 
 def train(cfg: Config) -> dict[str, Any]:

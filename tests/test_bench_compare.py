@@ -129,3 +129,16 @@ def test_side_by_side_jobs_split_the_cores_and_report_failures(tmp_path, monkeyp
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # a value the user set is kept
     run_jobs(jobs[:1], 2, lines.append)
     assert (tmp_path / "job0.log").read_text().split() == [str(max(1, cores // 2)), "7"]
+
+
+def test_a_mode_may_carry_its_own_settings_for_sweeps():
+    from dhm.compare import mode_overrides
+    from dhm.config import load_config
+    from dhm.registry import RegistryError
+
+    cfg = load_config("smoke", ["train.epochs=8"])
+    got = mode_overrides("dhm-rampup+loss.rampup_epochs=4+loss.temperature=3", cfg)
+    assert got[-2:] == ["loss.rampup_epochs=4", "loss.temperature=3"] and "loss.rampup_epochs=2" in got
+    assert load_config("smoke", got).loss.rampup_epochs == 4
+    with pytest.raises(RegistryError, match="unknown comparison mode"):
+        mode_overrides("dhm-nope+loss.alpha=1", cfg)

@@ -321,7 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", help="a recipe name (`dhm recipes`) or a YAML path")
     p.add_argument("--seeds", default="3", help="a count (3 = seeds 0, 1, 2) or a list of seeds (0,4,7)")
-    p.add_argument("--modes", default="ce,dsl,dhm", help="comma-separated comparison modes (listed above)")
+    p.add_argument(
+        "--modes",
+        default="ce,dsl,dhm",
+        help="comma-separated comparison modes (listed above); a mode may add its own settings for a sweep: "
+        "dhm-rampup+loss.rampup_epochs=15+loss.temperature=3",
+    )
     p.add_argument("--out", default=None, help="folder of the runs (default runs/compare/<recipe>)")
     p.add_argument(
         "--jobs",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,16 @@ _mode("dhm-fork", "loss.mode=dhm", "model.dynamic_fork=true")
 COMPARE_MODES.register("dhm-rampup")(  # a quarter of the run, sigmoid shape
     lambda cfg: [*STATIC, "loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"]
 )
+
+
+def mode_overrides(mode: str, cfg: Config) -> list[str]:
+    """The overrides of ``mode``: a registered name, optionally followed by ``+key=value`` settings of its own,
+    e.g. ``dhm-rampup+loss.rampup_epochs=15+loss.temperature=3`` (for sweeps; they apply after the mode's)."""
+    base, *extra = re.split(r"\+(?=[a-z_]+\.[a-z_]+=)", mode)
+    overrides = COMPARE_MODES.get(base)(cfg)
+    if any("=" not in e for e in extra):
+        raise ConfigError(f"mode {mode!r}: settings after the name are +section.key=value")
+    return [*overrides, *extra]
 
 
 def run_dir(root: Path, mode: str, seed: int) -> Path:
@@ -88,7 +99,7 @@ def run_compare(
     root = Path(out) if out else Path(base.train.runs_root) / "compare" / base.name
     seeds = seed_list(seeds)
     for mode in modes:
-        COMPARE_MODES.get(mode)
+        mode_overrides(mode, base)
     pending: list[tuple[str, int, list[str]]] = []
     for mode in modes:
         for seed in seeds:
@@ -97,7 +108,7 @@ def run_compare(
                 log(f"[compare] {mode} seed {seed}: done, skipped")
                 continue
             extra = [
-                *COMPARE_MODES.get(mode)(base),
+                *mode_overrides(mode, base),
                 f"train.seed={seed}",
                 f"train.out_dir={directory}",
                 "train.resume=auto",

@@ -156,12 +156,19 @@ def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> d
             "test_best": _stats([s["test_acc1"] for s in summaries]),
             "test_last": _stats([s["test_acc1_last"] for s in summaries]),
             "val_best": _stats([s["best_val_acc1"] for s in summaries if s["best_val_acc1"] is not None] or [math.nan]),
+            "train_last": _stats([_last_train_acc(run_dir(root, mode, s)) for s in done]),
             "wall_time_s": _stats([s["wall_time_s"] for s in summaries]),
             "epochs": summaries[0]["epochs"],
             "test_heads": _head_stats(summaries),
             "device": summaries[0].get("device", ""),
         }
     return {"root": str(root), "seeds": seed_list(seeds), "modes": rows, "unfinished": unfinished}
+
+
+def _last_train_acc(directory: Path) -> float:
+    """The main head's training accuracy (%) in the run's last epoch (metrics.jsonl), NaN when not recorded."""
+    lines = (directory / "metrics.jsonl").read_text().splitlines() if (directory / "metrics.jsonl").is_file() else []
+    return float(json.loads(lines[-1]).get("train/acc1", math.nan)) if lines else math.nan
 
 
 def _head_stats(summaries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -186,11 +193,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     """The comparison table, plus each mode's difference to ``ce`` and ``dsl`` in units of the pooled std."""
     rows = result["modes"]
     lines = [
-        "| mode | n | test acc, best-val ckpt (%) | test acc, last epoch (%) | best val acc (%) | time/run (s) |",
-        "|---|---|---|---|---|---|",
+        "| mode | n | test acc, best-val ckpt (%) | test acc, last epoch (%) | best val acc (%) | train acc, last epoch "
+        "(%) | time/run (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode, r in rows.items():
-        cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" for k in ("test_best", "test_last", "val_best")]
+        keys = ("test_best", "test_last", "val_best", "train_last")
+        cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" if k in r else "-" for k in keys]
         lines.append(
             f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
         )

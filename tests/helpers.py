@@ -43,3 +43,13 @@ def dhm(*args: str, cwd: Path | None = None, timeout: float = 300, torchrun: int
     else:
         cmd = [sys.executable, "-m", "dhm", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+# A one-epoch smoke run of 48 training images: the existing run directory of the bad-input and run-directory tests.
+TINY_RUN = [
+    "train.progress=false",
+    "train.epochs=1",
+    "data.train_size=64",
+    "data.test_size=32",
+    "data.val_size=16",
+    "data.batch_size=16",
+]

@@ -9,18 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_RUN
 from PIL import Image
 
 from dhm.cli import main
 
-TINY = [
-    "train.progress=false",
-    "train.epochs=1",
-    "data.train_size=64",
-    "data.test_size=32",
-    "data.val_size=16",
-    "data.batch_size=16",
-]
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY_RUN
 from PIL import Image
 
 from dhm.cli import main
 from dhm.engine.rundir import RunLock, is_locked
 
-TINY = [
-    "train.progress=false",
-    "train.epochs=1",
-    "data.train_size=64",
-    "data.test_size=32",
-    "data.val_size=16",
-    "data.batch_size=16",
-]
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")

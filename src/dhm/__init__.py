@@ -16,6 +16,7 @@ from .branches import (
     stage_plan,
     strip,
 )
+from .engine.fit import fit
 from .losses import MimicLoss, mimic_loss
 from .official import load_official
 from .models import create_model, list_models, paper_branches, register_model
@@ -30,6 +31,7 @@ __all__ = [
     "__version__",
     "attach_branches",
     "create_model",
+    "fit",
     "list_models",
     "load_official",
     "mimic_loss",

@@ -46,11 +46,14 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine.checkpoint import FORMAT, load_file, load_state
     from .engine.precision import resolve_amp, resolve_channels_last
     from .engine.evaluate import evaluate
+    from .engine.export import OWN_MODEL
     from .predict import load_deployed
 
     ckpt = None if ns.checkpoint.endswith(".safetensors") else load_file(ns.checkpoint)
     training = ckpt is not None and ckpt["format"] == FORMAT
     deployed = None if training else load_deployed(ns.checkpoint)  # deploy.pt, pt or safetensors export
+    if training and "model_spec" in ckpt and ckpt["model_spec"] is None:
+        raise DHMError(OWN_MODEL.format(path=ns.checkpoint, key="model"))
     data = dict(ckpt["config"]) if training else dict(deployed.config)
     if not data:
         raise DHMError(f"{ns.checkpoint} does not carry the config of its run; evaluate the run's checkpoint")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -248,15 +247,10 @@ def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[st
         f"train.device={device}",
         "model.widths=null",
     ]
-    with tempfile.TemporaryDirectory() as tmp:  # the trainer locks its run directory; nothing is written to it
-        trainer = Trainer(load_config("smoke", [*overrides, f"train.out_dir={tmp}/run"]))
-        try:
-            model = trainer._wrap()
-            trainer.train_one_epoch(model, 0)  # warm-up (and compilation)
-            return {"engine_images_per_s": trainer.train_one_epoch(model, 1)["images_per_s"]}
-        finally:
-            if trainer.lock is not None:
-                trainer.lock.release()
+    trainer = Trainer(load_config("smoke", overrides))  # no run directory: only fit() opens one
+    model = trainer.wrap()
+    trainer.train_one_epoch(model, 0)  # warm-up (and compilation)
+    return {"engine_images_per_s": trainer.train_one_epoch(model, 1)["images_per_s"]}
 
 
 def environment(device: torch.device) -> dict[str, Any]:

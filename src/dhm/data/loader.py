@@ -112,6 +112,11 @@ class _Base:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch (batches, for an evaluation loader)."""
+        return self.plan.steps
+
     def __len__(self) -> int:
         return self.plan.steps * (self.plan.accum if self.plan.train else 1)
 

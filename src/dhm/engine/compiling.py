@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .dist import DistInfo
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -27,6 +28,16 @@ def compile_model(model: nn.Module, mode: str | None) -> nn.Module:
     if mode is None:
         return model
     return torch.compile(model, mode=None if mode == "default" else mode)
+
+
+def wrap_model(model: nn.Module, mode: str | None, dist: DistInfo) -> nn.Module:
+    """``model`` as the training steps run it: compiled in ``mode``, then wrapped in DDP in a world of several
+    processes (compile first, then DDP, as timm does)."""
+    model = compile_model(model, mode)
+    if dist.distributed:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
 
 
 def records_cuda_graphs(mode: str | None, device: torch.device) -> bool:

@@ -49,20 +49,35 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device_spec: str = "auto") -> DistInfo:
-    """Read torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and join the process group:
-    nccl on CUDA, gloo otherwise. A plain ``python``/``dhm`` call is a world of one."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+def info(device_spec: str = "auto") -> DistInfo:
+    """This process's place in the launch, from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
+    a plain ``python``/``dhm`` call is a world of one. Joins nothing: with several processes the entry point must
+    have called :func:`setup` (the ``dhm`` command does)."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_spec, local_rank)
+    if world > 1 and not torch_dist.is_initialized():
+        raise ConfigError(
+            f"WORLD_SIZE={world} but this process has joined no process group: call dhm.engine.dist.setup() "
+            "in the launched script before training (the dhm command does)"
+        )
+    return DistInfo(rank, world, local_rank, device)
+
+
+def setup(device_spec: str = "auto") -> DistInfo:
+    """For an entry point: select the device and, under torchrun, join the process group (nccl on CUDA, gloo
+    otherwise). Pair it with :func:`teardown`."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_spec, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local_rank, device)
+    return info(device_spec)
 
 
 def teardown() -> None:
+    """Leave the process group :func:`setup` joined (nothing in a world of one)."""
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 

@@ -59,7 +59,7 @@ def run_steps(t: Trainer, model: nn.Module, epoch: int) -> tuple[dict[str, Tenso
     progress bar is drawn."""
     cfg, device = t.cfg, t.dist.device
     accum, steps = cfg.train.accum_steps, t.steps_per_epoch
-    loader = t.data.train
+    loader = t.parts.train
     loader.set_epoch(epoch)
     model.train()
     correct = torch.zeros(len(t.head_names), device=device)

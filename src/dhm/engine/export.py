@@ -20,10 +20,19 @@ EXPORTERS: Registry[Callable[[nn.Module, dict[str, Any], Path], None]] = Registr
 SUFFIX = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
 
 
+OWN_MODEL = (
+    "{path} holds your own model (trained with dhm.fit), which dhm cannot rebuild: load the weights into it, "
+    "net.load_state_dict(torch.load('{path}')['{key}'])"
+)
+
+
 def load_deployable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The plain backbone (eval mode) of a training checkpoint or deploy file, and its deploy payload."""
     obj = load_file(path)
-    spec = obj.get("model_spec") if obj["format"] != DEPLOY_FORMAT else obj["model"]
+    deploy = obj["format"] == DEPLOY_FORMAT
+    spec = obj["model"] if deploy else obj.get("model_spec")
+    if spec is None and (deploy or "model_spec" in obj):  # written by dhm.fit
+        raise CheckpointError(OWN_MODEL.format(path=path, key="state_dict" if deploy else "model"))
     if not isinstance(spec, dict):
         raise CheckpointError(f"{path} does not say which model it holds")
     model = create_model(

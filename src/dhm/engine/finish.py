@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..branches import DHMModel, strip, unwrap
+from ..branches import strip, unwrap
 from ..version import __version__
 from . import dist as D
-from .build import model_spec
 from .checkpoint import FORMAT, deploy_payload, load_file, load_state, save_atomic
 from .evaluate import evaluate
 from .plots import plot_history
@@ -24,19 +23,23 @@ if TYPE_CHECKING:
 
 def finish_run(t: Trainer, model: nn.Module) -> dict[str, Any]:
     """The run's ending: test the last and the best checkpoint (chosen on validation), write the deploy file,
-    the plots and ``summary.json`` (last, so that its presence means the run is complete); returns the summary."""
-    cfg, device = t.cfg, t.dist.device
-    test_last = evaluate(model, t.data.test, device, t.amp)
+    the plots and ``summary.json`` (last, so that its presence means the run is complete); returns the summary.
+    Without a test loader the test entries are empty (None)."""
+    device, test, meta = t.dist.device, t.parts.test, t.parts.meta
+    test_last = evaluate(model, test, device, t.amp) if test is not None else {}
     best_path = t.run_dir / "best.pt"
     D.barrier()
     if best_path.is_file() and t.state.best_epoch != t.state.epoch:
         load_state(unwrap(t.model), load_file(best_path, FORMAT)["model"], f"checkpoint {best_path}")
-    test_best = evaluate(model, t.data.test, device, t.amp) if t.state.best_epoch != t.state.epoch else test_last
+    if test is not None and t.state.best_epoch != t.state.epoch:
+        test_best = evaluate(model, test, device, t.amp)
+    else:
+        test_best = test_last
     best_record = t.state.history[t.state.best_epoch - 1] if t.state.history else {}
     val_best = {k.removeprefix("val/"): v for k, v in best_record.items() if k.startswith("val/")}
     summary = {
-        "test_acc1": test_best["acc1/main"],
-        "test_acc1_last": test_last["acc1/main"],
+        "test_acc1": test_best.get("acc1/main"),
+        "test_acc1_last": test_last.get("acc1/main"),
         "best_val_acc1": val_best.get("acc1/main"),
         "best_epoch": t.state.best_epoch,
         "epochs": t.state.epoch,
@@ -52,20 +55,17 @@ def finish_run(t: Trainer, model: nn.Module) -> dict[str, Any]:
     }
     if t.dist.is_main:
         backbone = strip(unwrap(t.model))
-        meta = {
-            "classes": t.data.bundle.classes,
-            "mean": list(t.data.bundle.mean),
-            "std": list(t.data.bundle.std),
+        info = {
+            "classes": meta.classes,
+            "mean": meta.mean,
+            "std": meta.std,
             "config": t.config_dict,
-            "input_size": t._input_size(),
+            "input_size": meta.input_size,
         }
-        save_atomic(
-            deploy_payload(backbone, model_spec(cfg, t.data.num_classes, t.in_channels), meta),
-            t.run_dir / "deploy.pt",
-        )
+        save_atomic(deploy_payload(backbone, meta.model_spec, info), t.run_dir / "deploy.pt")
         plot_history(t.state.history, t.run_dir)
-        heads = unwrap(t.model).head_names if isinstance(unwrap(t.model), DHMModel) else ("main",)
-        print(summary_table(list(heads), val_best, test_best, test_last), flush=True)
+        if test is not None or val_best:
+            print(summary_table(list(t.head_names), val_best, test_best, test_last), flush=True)
         tmp = t.run_dir / ".summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         tmp.replace(t.run_dir / "summary.json")

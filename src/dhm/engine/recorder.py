@@ -62,7 +62,7 @@ def summary_table(
     rows = [("head", "val (best)", "test (best)", "test (last)")]
     for head in [*heads, "ensemble"]:
         key = f"acc1/{head}"
-        if key in test_best:
+        if key in test_best or key in val:
             rows.append((head, *(f"{d[key]:.2f}" if key in d else "-" for d in (val, test_best, test_last))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -11,12 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..branches import DHMModel, unwrap
+from ..branches import unwrap
 from ..config import Config, dump_config, to_dict
 from ..errors import CheckpointError, ConfigError
 from ..version import __version__
 from . import dist as D
-from .build import build_data, build_loss, build_model, model_spec
 from .checkpoint import (
     FORMAT,
     RESUME_NEEDS,
@@ -27,12 +26,12 @@ from .checkpoint import (
     save_atomic,
     unpack_numpy_rng,
 )
-from .compiling import compile_model, records_cuda_graphs, resolve_compile
+from .compiling import records_cuda_graphs, resolve_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
-from .optim import build_optimizer, build_scheduler
-from .precision import resolve_amp, resolve_channels_last
+from .parts import Parts, build_parts, steps_per_epoch
+from .precision import resolve_amp
 from .progress import LogProgress
 from .recorder import Recorder
 from .rundir import RunLock, choose_run_dir, refuse_other_run, remove_leftovers
@@ -51,56 +50,49 @@ class RunState:
 
 
 class Trainer:
-    """Trains one config. Rank 0 writes the run directory; every process trains.
+    """Trains built parts into a run directory: checkpoints every epoch, resumes, writes the metrics files, and
+    ends the run (:func:`~dhm.engine.finish.finish_run`). Rank 0 writes the run directory; every process trains.
+    With only a config it builds the parts itself (:func:`~dhm.engine.parts.build_parts`). It never creates or
+    destroys a process group: under torchrun the entry point does (:func:`dhm.engine.train`, the ``dhm`` command).
 
     Example:
         >>> summary = Trainer(load_config("demo")).fit()
         >>> summary["test_acc1"]
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, parts: Parts | None = None, dist: D.DistInfo | None = None) -> None:
         self.cfg = cfg
         self.config_dict = to_dict(cfg)
         if cfg.train.accum_steps < 1 or cfg.train.epochs < 1:
             raise ConfigError("train.accum_steps and train.epochs must be >= 1")
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        self.dist = D.setup(cfg.train.device)
+        self.dist = dist or D.info(cfg.train.device)
         self.amp = resolve_amp(cfg.train.amp, self.dist.device)
-        self.channels_last = resolve_channels_last(cfg.train.channels_last, self.dist.device)
         self.compile_mode = resolve_compile(cfg.train.compile)
         if cfg.train.cuda_graph and records_cuda_graphs(self.compile_mode, self.dist.device):
             raise ConfigError("train.cuda_graph=true captures the step itself: use it with train.compile=true or false")
         if cfg.train.sync_bn and self.dist.device.type != "cuda":
             raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
-        D.seed_everything(cfg.train.seed, cfg.train.deterministic)
-        self.data = build_data(cfg, self.dist, self.channels_last)
-        self.in_channels = cfg.model.in_channels or self.data.bundle.channels
-        self.model = build_model(cfg, self.data.num_classes, self.in_channels).to(self.dist.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        heads = self.model.head_names if isinstance(self.model, DHMModel) else None
-        self.head_names: tuple[str, ...] = tuple(heads) if heads else ("main",)
-        self.loss_fn = build_loss(cfg, heads).to(self.dist.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.steps_per_epoch = self._steps()
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
+        self.parts = parts if parts is not None else build_parts(cfg, self.dist)
+        self.model, self.loss_fn = self.parts.model, self.parts.loss_fn
+        self.optimizer, self.scheduler = self.parts.optimizer, self.parts.scheduler
+        self.head_names: tuple[str, ...] = self.parts.head_names
+        self.steps_per_epoch = steps_per_epoch(self.parts.train, cfg.train.limit_batches)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.amp == "fp16")
         if cfg.train.cuda_graph:
             GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, self.amp, self.optimizer)
         self._step: EagerStep | None = None
         self._last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
         self.state = RunState()
-        self.lock = None
-        self.run_dir = self._run_dir()
+        self.lock: RunLock | None = None
+        self.run_dir: Path | None = None  # chosen, locked and (when resuming) loaded by open_run
         self.recorder: Recorder | None = None
 
-    def _steps(self) -> int:
-        steps = self.data.train.plan.steps
-        return min(steps, self.cfg.train.limit_batches) if self.cfg.train.limit_batches > 0 else steps
-
     # ----- run directory and resume ---------------------------------------------------------------------------
-    def _run_dir(self) -> Path:
+    def open_run(self) -> Path:
+        """Choose the run directory, refuse another run's, take its lock and load the checkpoint to resume from;
+        a checkpoint of other settings is refused before anything is written. ``fit`` calls it first."""
         cfg = self.cfg.train
         chosen = ""
         if self.dist.is_main:
@@ -123,6 +115,7 @@ class Trainer:
             self._load(resume)
         elif cfg.resume == "auto" and self.dist.is_main:
             print(f"train.resume=auto: no unfinished run to resume; starting a new run in {run_dir}", flush=True)
+        self.run_dir = run_dir
         return run_dir
 
     def _choose_run_dir(self) -> Path:
@@ -155,7 +148,7 @@ class Trainer:
     def _checkpoint(self) -> dict[str, Any]:
         rng = D.rng_state()
         rng["numpy"] = pack_numpy_rng(rng["numpy"])
-        s = self.state
+        s, meta = self.state, self.parts.meta
         return {
             "format": FORMAT,
             "dhm_version": __version__,
@@ -172,22 +165,19 @@ class Trainer:
                 "history": s.history,
             },
             "rng": rng,
-            "model_spec": model_spec(self.cfg, self.data.num_classes, self.in_channels),
-            "classes": self.data.bundle.classes,
-            "input_size": self._input_size(),
-            "mean": list(self.data.bundle.mean),
-            "std": list(self.data.bundle.std),
+            "model_spec": meta.model_spec,
+            "classes": meta.classes,
+            "input_size": meta.input_size,
+            "mean": meta.mean,
+            "std": meta.std,
         }
 
     # ----- training ---------------------------------------------------------------------------------------------
-    def _wrap(self) -> nn.Module:
+    def wrap(self) -> nn.Module:
+        """The model as the steps run it: SyncBatchNorm (``train.sync_bn``), compiled, then DDP under torchrun."""
         if self.dist.distributed and self.cfg.train.sync_bn:  # same parameters, so the optimizer is unaffected
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        model = compile_model(self.model, self.compile_mode)  # compile first, then DDP (as timm does)
-        if self.dist.distributed:
-            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return model
+            self.model = self.parts.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        return wrap_model(self.model, self.compile_mode, self.dist)
 
     def train_one_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
@@ -211,30 +201,36 @@ class Trainer:
         return tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False, dynamic_ncols=True)
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs`` (continuing a resumed run), then test, export and summarise."""
+        """Open the run (:meth:`open_run`), train to ``train.epochs`` (continuing a resumed run), then test, export
+        and summarise (:func:`~dhm.engine.finish.finish_run`); returns the summary."""
         cfg, main = self.cfg, self.dist.is_main
-        if main:
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-            self.recorder = Recorder(self.run_dir)
-            if self.state.history:  # a resumed run: make best.pt and the metrics files agree with last.pt
-                self._repair()
-        model = self._wrap()
-        if main and self.compile_mode is not None and self.state.epoch < cfg.train.epochs:
-            print(
-                f"compiling the model (torch.compile, mode {self.compile_mode}): the first steps are slow", flush=True
-            )
-        if main and cfg.train.cuda_graph and self.state.epoch < cfg.train.epochs:
-            print("capturing the training step in a CUDA graph after 3 warm-up steps", flush=True)
         try:
+            if self.run_dir is None:
+                self.open_run()
+            if main:
+                (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+                self.recorder = Recorder(self.run_dir)
+                if self.state.history:  # a resumed run: make best.pt and the metrics files agree with last.pt
+                    self._repair()
+            model = self.wrap()
+            if main and self.compile_mode is not None and self.state.epoch < cfg.train.epochs:
+                print(
+                    f"compiling the model (torch.compile, mode {self.compile_mode}): the first steps are slow",
+                    flush=True,
+                )
+            if main and cfg.train.cuda_graph and self.state.epoch < cfg.train.epochs:
+                print("capturing the training step in a CUDA graph after 3 warm-up steps", flush=True)
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 start = time.perf_counter()
                 record: dict[str, Any] = {"epoch": epoch + 1, "lr": None}  # columns: epoch, lr, ...
                 record.update(self.train_one_epoch(model, epoch))
                 record["lr"] = self._last_lr  # of the epoch's last step (the first is 0 during a warm-up)
-                if self.data.val is not None:
-                    log = self._log("validation batch", len(self.data.val), self.cfg.data.eval_batch_size)
-                    val = evaluate(model, self.data.val, self.dist.device, self.amp, log=log)
-                    record.update({f"val/{k}": v for k, v in val.items()})
+                val = self.parts.val
+                if val is not None:
+                    log = self._log("validation batch", len(val), self.cfg.data.eval_batch_size)
+                    record.update(
+                        {f"val/{k}": v for k, v in evaluate(model, val, self.dist.device, self.amp, log=log).items()}
+                    )
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
             return finish_run(self, model)
@@ -243,7 +239,6 @@ class Trainer:
                 self.recorder.close()
             if self.lock is not None:
                 self.lock.release()
-            D.teardown()
 
     def _repair(self) -> None:
         """After a kill between the writes of an epoch's end: last.pt is the commit point, so the metrics files are
@@ -272,13 +267,6 @@ class Trainer:
             print(self._epoch_line(record), flush=True)
         D.barrier()
 
-    def _input_size(self) -> list[int]:
-        train = self.data.bundle.train
-        if hasattr(train, "images"):
-            return list(train.images.shape[1:])
-        size = self.cfg.data.image_size or 224
-        return [self.in_channels, size, size]
-
     def _epoch_line(self, r: dict[str, Any]) -> str:
         heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in r.items() if k.startswith("val/acc1/"))
         return (
@@ -289,5 +277,10 @@ class Trainer:
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg`` and return its summary (what ``summary.json`` holds)."""
-    return Trainer(cfg).fit()
+    """The entry point of a training run (``dhm train``): join the process group when launched by torchrun, train
+    ``cfg``, leave the group; returns the summary (what ``summary.json`` holds)."""
+    dist = D.setup(cfg.train.device)
+    try:
+        return Trainer(cfg, dist=dist).fit()
+    finally:
+        D.teardown()

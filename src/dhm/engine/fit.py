@@ -1,0 +1,89 @@
+"""Train a user's own model on their own loaders through the engine: run directory, checkpoints every epoch,
+resume, metrics files, plots, deploy file and summary, exactly as ``dhm train`` writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..branches import DHMModel
+from ..config import load_config
+from ..data.own import DeviceLoader
+from ..errors import ConfigError
+from . import dist as D
+from .build import build_loss
+from .optim import build_optimizer, build_scheduler
+from .parts import Parts, RunMeta, steps_per_epoch
+from .precision import resolve_channels_last
+from .trainer import Trainer
+
+
+def _settings(settings: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    if isinstance(settings, Mapping):
+        return [f"{k}={v}" for k, v in settings.items()]
+    return list(settings)
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    test_loader: Iterable | None = None,
+    *,
+    out_dir: str | Path,
+    settings: Sequence[str] | Mapping[str, Any] = (),
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    classes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train ``model`` (a :class:`~dhm.DHMModel` from :func:`~dhm.attach_branches`, or any plain classifier with
+    ``loss.mode=ce``) on batches of ``(images, labels)``. The best epoch is chosen on ``val_loader`` (else the last);
+    ``test_loader`` is evaluated at the end. ``settings`` are the config keys of ``dhm keys`` (``train.*``,
+    ``optim.*``, ``loss.*``), as ``key=value`` strings or a mapping; ``train.resume=auto`` continues the run in
+    ``out_dir``. Without ``optimizer``/``scheduler`` the config's SGD and schedule are built (scheduled per step).
+    Under torchrun, join the process group first (:func:`dhm.engine.dist.setup`) and give each process its shard
+    (a ``DistributedSampler``). Returns the summary that ``summary.json`` holds.
+
+    Example:
+        >>> model = dhm.attach_branches(torchvision.models.resnet18(num_classes=10), "paper")
+        >>> summary = dhm.fit(model, train_loader, val_loader, test_loader, out_dir="runs/mine",
+        ...                   settings={"train.epochs": 30, "optim.lr": 0.05})
+    """
+    branched = isinstance(model, DHMModel)
+    batch = getattr(train_loader, "batch_size", None)
+    defaults = [
+        "name=fit",
+        f"model.name=own:{type(model.backbone if branched else model).__name__}",
+        "data.name=own",
+        f"train.out_dir={out_dir}",
+        f"loss.mode={'dhm' if branched else 'ce'}",
+        *([f"data.batch_size={batch}"] if batch else []),
+        *([f"data.eval_batch_size={val_loader.batch_size}"] if getattr(val_loader, "batch_size", None) else []),
+    ]
+    cfg = load_config(None, [*defaults, *_settings(settings)])
+    if cfg.loss.mode != "ce" and not branched:
+        raise ConfigError(
+            f"loss.mode={cfg.loss.mode} trains several heads: give a model from dhm.attach_branches(net, specs), "
+            "or set loss.mode=ce for a plain model"
+        )
+    dist = D.info(cfg.train.device)
+    channels_last = resolve_channels_last(cfg.train.channels_last, dist.device)
+    D.seed_everything(cfg.train.seed, cfg.train.deterministic)
+    model = model.to(dist.device, memory_format=torch.channels_last) if channels_last else model.to(dist.device)
+    accum = cfg.train.accum_steps
+    train = DeviceLoader(train_loader, dist.device, accum, channels_last)
+    val, test = (
+        DeviceLoader(loader, dist.device, 1, channels_last, name) if loader is not None else None
+        for loader, name in ((val_loader, "validation"), (test_loader, "test"))
+    )
+    loss_fn = build_loss(cfg, model.head_names if branched else None).to(dist.device)
+    optimizer = optimizer or build_optimizer(model, cfg.optim)
+    steps = steps_per_epoch(train, cfg.train.limit_batches)
+    scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
+    meta = RunMeta(classes=list(classes), mean=[], std=[], input_size=[], model_spec=None)
+    parts = Parts(model, loss_fn, optimizer, scheduler, train, val, test, meta)
+    return Trainer(cfg, parts, dist).fit()

@@ -1,0 +1,92 @@
+"""What a run trains, as one object: the model, the loss, the optimizer and its schedule, the loaders, and what the
+checkpoints record about them. Built from a config (:func:`build_parts`) or around a user's own model and loaders
+(:mod:`dhm.engine.fit`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..branches import DHMModel
+from ..config import Config
+from ..losses import MimicLoss
+from . import dist as D
+from .build import build_data, build_loss, build_model, model_spec
+from .optim import build_optimizer, build_scheduler
+from .precision import resolve_channels_last
+
+
+class Loader(Protocol):
+    """What the engine iterates: batches ``(images, labels)`` already on the run's device."""
+
+    steps: int  # optimizer steps per epoch (training loaders)
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __iter__(self): ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class RunMeta:
+    """What checkpoints and the deploy file record besides the weights."""
+
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    input_size: list[int]  # C, H, W of one image
+    model_spec: dict[str, Any] | None  # rebuilds the plain backbone (None: a user's own model)
+
+
+@dataclass
+class Parts:
+    """Everything one run trains and reads. ``val`` and ``test`` may be None."""
+
+    model: nn.Module
+    loss_fn: MimicLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train: Loader
+    val: Loader | None
+    test: Loader | None
+    meta: RunMeta
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return tuple(self.model.head_names) if isinstance(self.model, DHMModel) else ("main",)
+
+
+def steps_per_epoch(loader: Loader, limit_batches: int) -> int:
+    """Optimizer steps of one epoch, cut to ``train.limit_batches`` when that is set."""
+    return min(loader.steps, limit_batches) if limit_batches > 0 else loader.steps
+
+
+def build_parts(cfg: Config, dist: D.DistInfo) -> Parts:
+    """Seed, then read the data and build the model, loss, optimizer and schedule of ``cfg`` on ``dist.device``."""
+    channels_last = resolve_channels_last(cfg.train.channels_last, dist.device)
+    D.seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = build_data(cfg, dist, channels_last)
+    in_channels = cfg.model.in_channels or data.bundle.channels
+    model = build_model(cfg, data.num_classes, in_channels).to(dist.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    heads = model.head_names if isinstance(model, DHMModel) else None
+    loss_fn = build_loss(cfg, heads).to(dist.device)
+    optimizer = build_optimizer(model, cfg.optim)
+    steps = steps_per_epoch(data.train, cfg.train.limit_batches)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
+    train_images = getattr(data.bundle.train, "images", None)
+    size = cfg.data.image_size or 224
+    input_size = list(train_images.shape[1:]) if isinstance(train_images, Tensor) else [in_channels, size, size]
+    meta = RunMeta(
+        classes=list(data.bundle.classes),
+        mean=list(data.bundle.mean),
+        std=list(data.bundle.std),
+        input_size=input_size,
+        model_spec=model_spec(cfg, data.num_classes, in_channels),
+    )
+    return Parts(model, loss_fn, optimizer, scheduler, data.train, data.val, data.test, meta)

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..branches import BranchSpec, DHMModel, strip
 from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compile
 from ..engine.precision import autocast
+from ..engine.step import EagerStep
 from ..losses import MimicLoss
 from ..models import create_model, paper_branches
 from ..version import __version__
@@ -105,23 +106,21 @@ def saved_activation_bytes(fn) -> int:
 
 
 def train_step_fn(model: nn.Module, case: Case, x: Tensor, y: Tensor, device: torch.device):
-    """One optimizer step of ``case`` (forward, loss, backward, SGD update), as the engine does it."""
+    """One optimizer step of ``case`` on a fixed batch: the engine's own step (:class:`~dhm.engine.step.EagerStep`:
+    forward, loss, backward, SGD update, the step's meters) without the loop, loader or schedule around it."""
     loss_fn = MimicLoss(mode=case.mode).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     mode = resolve_compile(case.compile)
     forward = compile_model(model, mode)
     graphs = records_cuda_graphs(mode, device)
     amp = PRECISIONS[case.precision]
+    run = EagerStep(forward, loss_fn, optimizer, torch.amp.GradScaler(device.type, enabled=amp == "fp16"), amp, device)
     model.train()
 
     def step() -> None:
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, amp):
-            loss = loss_fn(forward(x), y)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        run(x, y)
 
     return step, forward, loss_fn, amp
 

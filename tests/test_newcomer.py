@@ -14,7 +14,11 @@ TINY = ["train.progress=false", "data.train_size=256", "data.test_size=64", "dat
 
 
 def test_resume_auto_with_nothing_to_resume_says_so(tmp_path, capsys):
-    Trainer(load_config("smoke", [*TINY, "train.resume=auto", f"train.runs_root={tmp_path}", "train.epochs=1"]))
+    trainer = Trainer(
+        load_config("smoke", [*TINY, "train.resume=auto", f"train.runs_root={tmp_path}", "train.epochs=1"])
+    )
+    trainer.open_run()
+    trainer.lock.release()
     assert "train.resume=auto: no unfinished run to resume; starting a new run in" in capsys.readouterr().out
 
 

@@ -42,7 +42,7 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``model`` (a :class:`~dhm.DHMModel` from :func:`~dhm.attach_branches`, or any plain classifier with
     ``loss.mode=ce``) on batches of ``(images, labels)``. The best epoch is chosen on ``val_loader`` (else the last);
-    ``test_loader`` is evaluated at the end. ``settings`` are the config keys of ``dhm keys`` (``train.*``,
+    ``test_loader`` is evaluated at the end. ``settings`` are the config keys of ``dhm config --keys`` (``train.*``,
     ``optim.*``, ``loss.*``), as ``key=value`` strings or a mapping; ``train.resume=auto`` continues the run in
     ``out_dir``. Without ``optimizer``/``scheduler`` the config's SGD and schedule are built (scheduled per step).
     Under torchrun, join the process group first (:func:`dhm.engine.dist.setup`) and give each process its shard

@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# Under pytest-xdist (`-n 2`, the default addopts) each worker is one process of the suite: one torch thread each,
+# so that two workers on two cores never oversubscribe OpenMP (which slows CPU kernels many times over).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 # The read-only datasets beside the checkout (CI has them); DHM_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("DHM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

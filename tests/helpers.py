@@ -1,7 +1,10 @@
-"""Running the real ``dhm`` command in a subprocess."""
+"""Running the real ``dhm`` command: in a subprocess where the process is the point (signals, exit of a whole
+interpreter, torchrun), otherwise in this process through ``dhm.cli.main`` (no interpreter start-up)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -42,7 +45,26 @@ def dhm(*args: str, cwd: Path | None = None, timeout: float = 300, torchrun: int
         ]
     else:
         cmd = [sys.executable, "-m", "dhm", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def dhm_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``dhm ARGS`` through ``dhm.cli.main`` in this process: exit code, stdout and stderr as :func:`dhm` gives them."""
+    from dhm.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's own exits (--help, usage errors)
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["dhm", *args], code, out.getvalue(), err.getvalue())
+
 
 # A one-epoch smoke run of 48 training images: the existing run directory of the bad-input and run-directory tests.
 TINY_RUN = [

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers import COMPARE_TINY, dhm
+from helpers import COMPARE_TINY, dhm, dhm_here
 
 from dhm.bench import Case, branch_specs, count_flops, run_bench, to_markdown
 from dhm.compare import COMPARE_MODES, run_compare, summarise
@@ -98,7 +98,7 @@ def test_cli_bench_and_compare_help(capsys):
 
 
 def test_unknown_compare_mode_exits_2(tmp_path):
-    result = dhm("compare", "smoke", "--modes", "ce,dhm-fancy", "--out", str(tmp_path))
+    result = dhm_here("compare", "smoke", "--modes", "ce,dhm-fancy", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown comparison mode 'dhm-fancy'" in result.stderr
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from conftest import SHARED_DATA
-from helpers import SMOKE, dhm
+from helpers import SMOKE, dhm, dhm_here
 
 from dhm.config import load_config
 from dhm.engine import Trainer
@@ -55,7 +55,7 @@ def test_cli_train_digits_then_eval_and_export(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)
     assert "ensemble" in result.stdout and "test (best)" in result.stdout
-    result = dhm("eval", str(out / "best.pt"), "--heads")
+    result = dhm_here("eval", str(out / "best.pt"), "--heads")
     assert result.returncode == 0, result.stderr
     assert "test: top-1 % main" in result.stdout and "head2" in result.stdout
     from dhm import create_model
@@ -67,7 +67,7 @@ def test_cli_train_digits_then_eval_and_export(tmp_path):
     for fmt in ("pt", "safetensors", "torchscript"):
         if fmt == "safetensors":
             pytest.importorskip("safetensors")
-        result = dhm("export", str(out / "best.pt"), "--format", fmt, "-o", str(tmp_path / f"m.{fmt}"))
+        result = dhm_here("export", str(out / "best.pt"), "--format", fmt, "-o", str(tmp_path / f"m.{fmt}"))
         assert result.returncode == 0, result.stderr
     from safetensors.torch import load_file as load_safetensors
 
@@ -80,6 +80,7 @@ def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow  # the process is the point; tests/test_faults.py kills at 20 more points
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """A run killed mid-epoch by SIGKILL and resumed with train.resume=auto ends with the same weights."""
     args = [
@@ -135,7 +136,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     args, message = BAD_INPUTS[case]
-    result = dhm("train", *args, f"train.out_dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = dhm_here("train", *args, f"train.out_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dhm: error:") and message in lines[0], result.stderr
@@ -145,10 +146,10 @@ def test_corrupt_tarball_and_empty_folder_exit_2(tmp_path):
     from test_data import write_cifar_tarball
 
     write_cifar_tarball(tmp_path)  # not the official bytes: md5 must refuse it
-    result = dhm("train", "smoke", "data.name=cifar10", f"data.root={tmp_path}", cwd=tmp_path)
+    result = dhm_here("train", "smoke", "data.name=cifar10", f"data.root={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "wrong md5" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "imgs" / "train" / "cat").mkdir(parents=True)
-    result = dhm("train", "smoke", "data.name=imagefolder", f"data.root={tmp_path / 'imgs'}", cwd=tmp_path)
+    result = dhm_here("train", "smoke", "data.name=imagefolder", f"data.root={tmp_path / 'imgs'}", cwd=tmp_path)
     assert (
         result.returncode == 2 and "no images found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     )
@@ -156,11 +157,11 @@ def test_corrupt_tarball_and_empty_folder_exit_2(tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     run = tmp_path / "run"
-    assert dhm("train", "smoke", *SMOKE, "train.epochs=1", f"train.out_dir={run}").returncode == 0
-    result = dhm("train", "smoke", *SMOKE, "model.name=cifar_resnet32", f"train.resume={run / 'last.pt'}")
+    assert dhm_here("train", "smoke", *SMOKE, "train.epochs=1", f"train.out_dir={run}").returncode == 0
+    result = dhm_here("train", "smoke", *SMOKE, "model.name=cifar_resnet32", f"train.resume={run / 'last.pt'}")
     assert result.returncode == 2 and "belongs to another run" in result.stderr and "model.name" in result.stderr
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    result = dhm("eval", str(tmp_path / "junk.pt"))
+    result = dhm_here("eval", str(tmp_path / "junk.pt"))
     assert result.returncode == 2 and "cannot load checkpoint" in result.stderr
 
 

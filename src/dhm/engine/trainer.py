@@ -1,4 +1,5 @@
-"""The training loop: ``Trainer(cfg).fit()`` -> summary dict. Plain functions for one epoch and evaluation."""
+"""The Trainer (built parts -> a run directory: open or resume it, train the epochs, checkpoint each one, end the
+run) and `train`, the entry point that owns the process group."""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -55,3 +58,38 @@ def test_ddp_training_matches_single_process_validation_accuracy(tmp_path):
     assert s_ddp["world_size"] == 2 and s_one["world_size"] == 1
     assert s_ddp["best_val_acc1"] > 90 and s_one["best_val_acc1"] > 90
     assert abs(s_ddp["best_val_acc1"] - s_one["best_val_acc1"]) <= 3.0
+
+
+FIT_SCRIPT = """
+import sys, torch, dhm
+from torch.utils.data import DataLoader, DistributedSampler
+from dhm.engine import dist
+sys.path.insert(0, {tests!r})
+from test_fit import _loaders, _model
+
+info = dist.setup("cpu")  # the entry point joins the process group; dhm.fit never does
+train, val, test = _loaders()
+train = DataLoader(train.dataset, batch_size=50, sampler=DistributedSampler(train.dataset, seed=0))
+model = _model()
+settings = {{"train.progress": "false", "train.epochs": 3, "optim.lr": 0.05}}
+dhm.fit(model, train, val, test, out_dir={out!r}, settings=settings)
+torch.save(dhm.strip(model).state_dict(), {out!r} + f"/rank{{info.rank}}.pt")
+dist.teardown()
+"""
+
+
+def test_fit_under_torchrun_trains_one_model_on_two_processes(tmp_path):
+    """dhm.fit on a user's model and DistributedSampler loaders, 2 processes: DDP keeps both replicas equal."""
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    script = tmp_path / "fit_ddp.py"
+    script.write_text(FIT_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs"] == 3 and summary["test_acc1"] > 30
+    a, b = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a if "running_" not in k and "num_batches" not in k)

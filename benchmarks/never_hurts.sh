@@ -4,8 +4,10 @@
 # weight, scored on the VALIDATION split only (`best_val_acc1` in each run's summary); test accuracy is read only
 # for the chosen setting, in the 3-seed tables. Resumable like every `dhm compare` (finished runs are skipped).
 #
-#   benchmarks/never_hurts.sh            # both budgets, seed 0 (the sweep)
-#   SEEDS=3 CANDIDATES=... benchmarks/never_hurts.sh   # the chosen setting, 3 seeds
+#   benchmarks/never_hurts.sh                                  # both budgets, seed 0 (the sweep)
+#   SEEDS=3 BUDGETS=short MODES_SHORT=ce,dsl benchmarks/never_hurts.sh   # the baselines' seed noise
+#   SEEDS=3 MODES_SHORT=ce,dsl,X MODES_LONG=ce,dsl,Y benchmarks/never_hurts.sh   # the chosen setting, 3 seeds
+#   python benchmarks/never_hurts_table.py                     # the table and the choice (validation only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${DHM_SHARED_DATA:-../shared/data}
@@ -30,7 +32,11 @@ sweep() {  # $1 = half the run in epochs
 dhm-rampup+loss.rampup_epochs=$h+loss.temperature=3,dhm-rampup+loss.rampup_epochs=$h+loss.alpha=0.5"
 }
 
-dhm compare cifar10-jpeg --seeds "$seeds" --jobs "$jobs" --modes "ce,dsl,${CANDIDATES_SHORT:-$(sweep 5)}" \
-  --out runs/never-hurts/short "${short[@]}"
-dhm compare cifar10-jpeg --seeds "$seeds" --jobs "$jobs" --modes "ce,dsl,${CANDIDATES_LONG:-$(sweep 15)}" \
-  --out runs/never-hurts/long "${long[@]}"
+for budget in ${BUDGETS:-short long}; do
+  case $budget in
+    short) dhm compare cifar10-jpeg --seeds "$seeds" --jobs "$jobs" --modes "${MODES_SHORT:-ce,dsl,$(sweep 5)}" \
+             --out runs/never-hurts/short "${short[@]}" ;;
+    long) dhm compare cifar10-jpeg --seeds "$seeds" --jobs "$jobs" --modes "${MODES_LONG:-ce,dsl,$(sweep 15)}" \
+            --out runs/never-hurts/long "${long[@]}" ;;
+  esac
+done

@@ -46,9 +46,7 @@ def analyse(root: Path) -> dict:
     for budget, modes in runs.items():
         epochs = next(iter(next(iter(modes.values())).values()))["config"]["train"]["epochs"]
         val0 = {m: s[0]["best_val_acc1"] for m, s in modes.items() if 0 in s}
-        noise = max(
-            _mean_std([r["best_val_acc1"] for r in modes[m].values()])[1] for m in ("ce", "dsl") if m in modes
-        )
+        noise = max(_mean_std([r["best_val_acc1"] for r in modes[m].values()])[1] for m in ("ce", "dsl") if m in modes)
         best = max(val0.get("ce", 0.0), val0.get("dsl", 0.0))
         table[budget] = {
             "epochs": epochs,
@@ -65,15 +63,14 @@ def analyse(root: Path) -> dict:
                 for m, s in modes.items()
             },
         }
-    candidates = sorted(
-        {m for b in table.values() for m in b["val_seed0"] if m not in ("ce", "dsl")}
-        & set.intersection(*(set(b["val_seed0"]) for b in table.values()))
-    )
+    candidates = sorted({m for b in table.values() for m in b["val_seed0"] if m not in ("ce", "dsl")})
     scored = []
-    for c in candidates:
-        margins = {b: t["val_seed0"][c] - t["baseline_val"] for b, t in table.items()}
-        ok = all(margins[b] > -table[b]["noise"] for b in table)
-        scored.append({"setting": c, "margins": margins, "worst": min(margins.values()), "qualifies": ok})
+    for c in candidates:  # a setting that fails at one budget is not run at the other (it cannot qualify)
+        margins = {b: t["val_seed0"][c] - t["baseline_val"] for b, t in table.items() if c in t["val_seed0"]}
+        failed = any(margins[b] <= -table[b]["noise"] for b in margins)
+        ok = not failed and len(margins) == len(table)
+        worst = min(margins.values())
+        scored.append({"setting": c, "margins": margins, "worst": worst, "qualifies": ok})
     scored.sort(key=lambda r: -r["worst"])
     chosen = next((r["setting"] for r in scored if r["qualifies"]), None)
     return {"budgets": table, "candidates": scored, "chosen": chosen}
@@ -82,8 +79,10 @@ def analyse(root: Path) -> dict:
 def to_markdown(result: dict) -> str:
     budgets = list(result["budgets"])
     lines = [
-        "Validation accuracy (%), seed 0, and its margin over the better of ce and dsl; noise = larger seed std of "
-        "ce and dsl validation accuracy (3 seeds).",
+        (
+            "Validation accuracy (%), seed 0, and its margin over the better of ce and dsl; noise = larger seed std "
+            "of ce and dsl validation accuracy (3 seeds)."
+        ),
         "",
         "| setting | " + " | ".join(f"{b}: val | {b}: margin" for b in budgets) + " | qualifies |",
         "|---|" + "---:|---:|" * len(budgets) + "---|",
@@ -92,11 +91,18 @@ def to_markdown(result: dict) -> str:
         cells = [f"{result['budgets'][b]['val_seed0'].get(base, float('nan')):.2f} | -" for b in budgets]
         lines.append(f"| {base} | " + " | ".join(cells) + " | baseline |")
     for r in result["candidates"]:
-        cells = [f"{result['budgets'][b]['val_seed0'][r['setting']]:.2f} | {r['margins'][b]:+.2f}" for b in budgets]
+        cells = [
+            f"{result['budgets'][b]['val_seed0'][r['setting']]:.2f} | {r['margins'][b]:+.2f}"
+            if b in r["margins"]
+            else "not run | -"
+            for b in budgets
+        ]
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + f" | {'yes' if r['qualifies'] else 'no'} |")
     lines.append("")
     lines.append(
-        "Noise: " + ", ".join(f"{b} {result['budgets'][b]['noise']:.2f}" for b in budgets) + f". Chosen: {result['chosen']}"
+        "Noise: "
+        + ", ".join(f"{b} {result['budgets'][b]['noise']:.2f}" for b in budgets)
+        + f". Chosen: {result['chosen']}"
     )
     lines += ["", "Test accuracy of the best-val checkpoint (%), mean +- std over seeds:", ""]
     lines += ["| budget | setting | n | val | test |", "|---|---|---:|---:|---:|"]

@@ -61,7 +61,9 @@ def test_modes_fully_specify_the_dynamic_options():
 
 
 def test_compare_runs_skips_and_tabulates(tmp_path):
-    assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup"} <= set(COMPARE_MODES)
+    assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup", "dhm-gentle"} <= set(
+        COMPARE_MODES
+    )
     overrides = COMPARE_TINY
     result = run_compare("smoke", 2, ["ce", "dhm-official"], overrides, tmp_path, log=lambda s: None)
     for mode in ("ce", "dhm-official"):
@@ -142,3 +144,18 @@ def test_a_mode_may_carry_its_own_settings_for_sweeps():
     assert load_config("smoke", got).loss.rampup_epochs == 4
     with pytest.raises(RegistryError, match="unknown comparison mode"):
         mode_overrides("dhm-nope+loss.alpha=1", cfg)
+
+
+@pytest.mark.parametrize("epochs", [10, 30])
+def test_gentle_mode_is_the_setting_the_sweep_chose(epochs):
+    """benchmarks/never_hurts.sh ran the preset as dhm-rampup with a half-run ramp and alpha 0.5 (RESULTS.md)."""
+    from dataclasses import replace
+
+    from dhm.compare import mode_overrides
+    from dhm.config import load_config
+
+    base = load_config("cifar10-jpeg", [f"train.epochs={epochs}"])
+    swept = f"dhm-rampup+loss.rampup_epochs={epochs // 2}+loss.alpha=0.5"
+    gentle = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides("dhm-gentle", base)])
+    chosen = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides(swept, base)])
+    assert gentle.loss == replace(chosen.loss, preset="gentle") and gentle.model == chosen.model

@@ -93,3 +93,15 @@ def test_dump_round_trip():
     cfg = load_config("cifar100/wrn28_10_dhm", ["train.epochs=7"])
     assert config_from_dict(yaml.safe_load(dump_config(cfg))) == cfg
     assert to_dict(cfg)["train"]["epochs"] == 7
+
+
+def test_loss_preset_scales_with_the_run_and_refuses_contradictions():
+    cfg = load_config("cifar10-jpeg", ["loss.preset=gentle", "train.epochs=30"])
+    assert (cfg.loss.alpha, cfg.loss.rampup, cfg.loss.rampup_epochs) == (0.5, "sigmoid", 15)
+    assert load_config("demo", ["loss.preset=gentle", "train.epochs=10"]).loss.rampup_epochs == 5  # replaces demo's
+    assert config_from_dict(to_dict(cfg)) == cfg  # saved configs resolve to themselves
+    assert load_config("smoke", ["loss.preset=gentle", "loss.alpha=0.5"]).loss.alpha == 0.5  # agreeing is fine
+    with pytest.raises(ConfigError, match="drop one"):
+        load_config("smoke", ["loss.preset=gentle", "loss.alpha=1.0"])
+    with pytest.raises(ConfigError, match="did you mean gentle"):
+        load_config("smoke", ["loss.preset=gentl"])

@@ -38,6 +38,9 @@ _mode("dhm-fork", "loss.mode=dhm", "model.dynamic_fork=true")
 COMPARE_MODES.register("dhm-rampup")(  # a quarter of the run, sigmoid shape
     lambda cfg: [*STATIC, "loss.mode=dhm", "loss.rampup=sigmoid", f"loss.rampup_epochs={max(1, cfg.train.epochs // 4)}"]
 )
+COMPARE_MODES.register("dhm-gentle")(  # the loss.preset chosen in RESULTS.md: alpha 0.5, sigmoid ramp over half the run
+    lambda cfg: ["loss.dynamic=null", "model.dynamic_fork=false", "loss.mode=dhm", "loss.preset=gentle"]
+)
 
 
 def mode_overrides(mode: str, cfg: Config) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
+from .presets import apply_loss_preset
 from .schema import Config
 from .validate import validate
 
@@ -211,8 +213,12 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
         except ValueError:
             name = path.stem
         data.setdefault("name", name)
+    explicit: dict[str, Any] = {}
     for text in overrides:
-        _set_dotted(data, *parse_override(text))
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+        _set_dotted(explicit, key, value)
+    apply_loss_preset(data, explicit)
     cfg = _build(Config, data)
     validate(cfg)
     return cfg
@@ -220,6 +226,8 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
+    data = copy.deepcopy(data)
+    apply_loss_preset(data, {})
     cfg = _build(Config, data)
     validate(cfg)
     return cfg

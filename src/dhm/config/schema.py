@@ -28,6 +28,7 @@ class LossConfig:
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
     label_smoothing: float = 0.0  # on the cross-entropy terms only (never on the mimicking targets)
+    preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
 
 
 @dataclass

@@ -30,6 +30,7 @@ def to_markdown(result: dict[str, Any]) -> str:
             "images_per_s",
             "speedup",
             "ms_per_step",
+            "images_per_s_mean",
             "engine_images_per_s",
             "gflops_per_step",
             "tflops",

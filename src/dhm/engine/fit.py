@@ -44,12 +44,13 @@ def fit(
     ``loss.mode=ce``) on batches of ``(images, labels)``. The best epoch is chosen on ``val_loader`` (else the last);
     ``test_loader`` is evaluated at the end. ``settings`` are the config keys of ``dhm config --keys`` (``train.*``,
     ``optim.*``, ``loss.*``), as ``key=value`` strings or a mapping; ``train.resume=auto`` continues the run in
-    ``out_dir``. Without ``optimizer``/``scheduler`` the config's SGD and schedule are built (scheduled per step).
+    ``out_dir``. Without ``optimizer``/``scheduler`` the config's SGD and schedule are built; a scheduler of yours is
+    stepped after every optimizer step.
     Under torchrun, join the process group first (:func:`dhm.engine.dist.setup`) and give each process its shard
     (a ``DistributedSampler``). Returns the summary that ``summary.json`` holds.
 
     Example:
-        >>> model = dhm.attach_branches(torchvision.models.resnet18(num_classes=10), "paper")
+        >>> model = dhm.attach_branches(torchvision.models.resnet18(num_classes=10), dhm.paper_branches("resnet18"))
         >>> summary = dhm.fit(model, train_loader, val_loader, test_loader, out_dir="runs/mine",
         ...                   settings={"train.epochs": 30, "optim.lr": 0.05})
     """

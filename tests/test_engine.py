@@ -15,13 +15,13 @@ from conftest import SHARED_DATA
 from helpers import SMOKE, dhm, dhm_here
 
 from dhm.config import load_config
-from dhm.engine import Trainer
+from dhm.engine import build_trainer
 from dhm.engine.checkpoint import FORMAT, load_file
 
 
 def test_trainer_in_process_writes_every_artifact(tmp_path):
     cfg = load_config("smoke", [*SMOKE, f"train.out_dir={tmp_path}"])
-    summary = Trainer(cfg).fit()
+    summary = build_trainer(cfg).fit()
     for name in (
         "config.yaml",
         "metrics.jsonl",

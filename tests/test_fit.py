@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import dhm
 from dhm.config.schema import DataConfig
 from dhm.data import build_dataset
-from dhm.engine.export import load_deployable
+from dhm.deployed import load_plain
 from dhm.errors import CheckpointError, ConfigError
 
 FAST = {"train.progress": "false", "optim.lr": 0.05, "train.threads": 1}
@@ -62,7 +62,7 @@ def test_fit_trains_own_model_and_loaders_into_a_complete_run(tmp_path):
     x, _ = next(iter(test))
     torch.testing.assert_close(net.eval()(x), dhm.strip(model).eval()(x))
     with pytest.raises(CheckpointError, match="your own model"):
-        load_deployable(tmp_path / "deploy.pt")
+        load_plain(tmp_path / "deploy.pt")
 
 
 def test_fit_resume_continues_exactly(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dhm.config import load_config
-from dhm.engine import Trainer
+from dhm.engine import build_trainer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -40,7 +40,7 @@ SMALL = [
     ids=["ce", "ls", "dhm", "dhm-official-rampup", "dhm-bernoulli-accum", "dhm-cuda-graph"],
 )
 def test_training_steps_never_synchronise(tmp_path, overrides):
-    trainer = Trainer(load_config("smoke", [*SMALL, *overrides, f"train.out_dir={tmp_path}"]))
+    trainer = build_trainer(load_config("smoke", [*SMALL, *overrides, f"train.out_dir={tmp_path}"]))
     model = trainer.model
     trainer.run_steps(model, 0)  # first calls: allocations, cuDNN plans
     torch.cuda.synchronize()
@@ -75,7 +75,7 @@ def _params(trainer: Trainer) -> list[torch.Tensor]:
 
 
 def _trainer(tmp_path, *overrides: str) -> Trainer:
-    return Trainer(load_config("smoke", [*SMALL, "train.amp=off", *overrides, f"train.out_dir={tmp_path}"]))
+    return build_trainer(load_config("smoke", [*SMALL, "train.amp=off", *overrides, f"train.out_dir={tmp_path}"]))
 
 
 def test_cuda_graph_step_computes_the_eager_step(tmp_path):
@@ -91,7 +91,7 @@ def test_cuda_graph_step_computes_the_eager_step(tmp_path):
     torch.backends.cudnn.benchmark = False  # the trainers turned autotuning on: it may pick other algorithms
     eager.train_one_epoch(eager.model, 0)
     graph.train_one_epoch(graph.model, 0)
-    assert graph._step.graph is not None  # the fourth step was captured and replayed
+    assert graph.step.graph is not None  # the fourth step was captured and replayed
     for a, b in zip(_params(eager), _params(graph)):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
     # Two full epochs: the same training curve.

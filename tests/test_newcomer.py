@@ -8,13 +8,13 @@ import json
 import pytest
 
 from dhm.config import dump_config, load_config
-from dhm.engine import Trainer
+from dhm.engine import build_trainer
 
 TINY = ["train.progress=false", "data.train_size=256", "data.test_size=64", "data.val_size=64", "data.batch_size=32"]
 
 
 def test_resume_auto_with_nothing_to_resume_says_so(tmp_path, capsys):
-    trainer = Trainer(
+    trainer = build_trainer(
         load_config("smoke", [*TINY, "train.resume=auto", f"train.runs_root={tmp_path}", "train.epochs=1"])
     )
     trainer.open_run()
@@ -30,7 +30,7 @@ def test_warm_up_epoch_reports_the_learning_rate_it_trained_with(tmp_path):
         "optim.schedule=constant",
         f"train.out_dir={tmp_path}",
     ]
-    Trainer(load_config("smoke", overrides)).fit()
+    build_trainer(load_config("smoke", overrides)).fit()
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] == pytest.approx(0.1 * 5 / 6) and lrs[1] == pytest.approx(0.1)  # 6 steps an epoch, the last at 5/6
 
@@ -48,5 +48,5 @@ def test_smoke_recipe_learns_and_dhm_is_not_worse(tmp_path):
     results = {}
     for mode in ("ce", "dhm"):
         cfg = load_config("smoke", ["train.progress=false", f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"])
-        results[mode] = Trainer(cfg).fit()["test_acc1"]
+        results[mode] = build_trainer(cfg).fit()["test_acc1"]
     assert results["ce"] >= 90 and results["dhm"] >= 90 and results["dhm"] >= results["ce"] - 1.0

@@ -11,8 +11,8 @@ from PIL import Image
 
 from dhm.cli import main
 from dhm.config import load_config
-from dhm.engine import Trainer
-from dhm.engine.export import export
+from dhm.engine import build_trainer
+from dhm.export import export
 from dhm.errors import CheckpointError
 from dhm.predict import load_deployed, load_images, predict
 
@@ -23,7 +23,7 @@ SMOKE = ["train.progress=false", "train.epochs=1", "data.train_size=256", "data.
 def run(tmp_path_factory):
     """A finished smoke run, its exports, and a folder of PNG images (one 48x48, resized on reading)."""
     root = tmp_path_factory.mktemp("predict")
-    Trainer(load_config("smoke", [*SMOKE, f"train.out_dir={root / 'run'}"])).fit()
+    build_trainer(load_config("smoke", [*SMOKE, f"train.out_dir={root / 'run'}"])).fit()
     files = {
         "best.pt": root / "run" / "best.pt",
         "deploy.pt": root / "run" / "deploy.pt",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from dhm.config import load_config
-from dhm.engine import Trainer
+from dhm.engine import build_trainer
 from dhm.engine.progress import LogProgress
 
 SMOKE = ["train.epochs=1", "data.train_size=256", "data.test_size=64", "data.val_size=64", "data.batch_size=32"]
@@ -14,7 +14,7 @@ SMOKE = ["train.epochs=1", "data.train_size=256", "data.test_size=64", "data.val
 
 def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
     overrides = [*SMOKE, "train.log_every_s=0", "data.eval_batch_size=16", f"train.out_dir={tmp_path}"]
-    Trainer(load_config("smoke", overrides)).fit()
+    build_trainer(load_config("smoke", overrides)).fit()
     out = capsys.readouterr().out
     steps = re.findall(r"^  epoch 1 step: (\d+)/6, (\d+) images/s, ETA \d+:\d\d$", out, re.MULTILINE)
     assert [int(s) for s, _ in steps] == [1, 2, 3, 4, 5, 6] and all(int(r) > 0 for _, r in steps)
@@ -31,7 +31,7 @@ def test_progress_lines_are_rate_limited(capsys):
 
 
 def test_quiet_when_progress_is_off(tmp_path, capsys):
-    Trainer(
+    build_trainer(
         load_config("smoke", [*SMOKE, "train.log_every_s=0", "train.progress=false", f"train.out_dir={tmp_path}"])
     ).fit()
     assert "step:" not in capsys.readouterr().out

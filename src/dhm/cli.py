@@ -39,40 +39,11 @@ def _rank() -> int:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from .config import config_from_dict
-    from .config.io import _set_dotted, parse_override
-    from .engine import dist
-    from .engine.build import build_data, build_model
-    from .engine.checkpoint import FORMAT, load_file, load_state
-    from .engine.precision import resolve_amp, resolve_channels_last
-    from .engine.evaluate import evaluate
-    from .engine.export import OWN_MODEL
-    from .predict import load_deployed
+    from .engine import evaluate_checkpoint
 
-    ckpt = None if ns.checkpoint.endswith(".safetensors") else load_file(ns.checkpoint)
-    training = ckpt is not None and ckpt["format"] == FORMAT
-    deployed = None if training else load_deployed(ns.checkpoint)  # deploy.pt, pt or safetensors export
-    if training and "model_spec" in ckpt and ckpt["model_spec"] is None:
-        raise DHMError(OWN_MODEL.format(path=ns.checkpoint, key="model"))
-    data = dict(ckpt["config"]) if training else dict(deployed.config)
-    if not data:
-        raise DHMError(f"{ns.checkpoint} does not carry the config of its run; evaluate the run's checkpoint")
-    for text in ns.overrides:
-        _set_dotted(data, *parse_override(text))
-    cfg = config_from_dict(data)
-    info = dist.setup(cfg.train.device)
-    amp = resolve_amp(cfg.train.amp, info.device)
-    plan = build_data(cfg, info, resolve_channels_last(cfg.train.channels_last, info.device))
-    if deployed is not None:  # the plain backbone: the main head only
-        model = deployed.model.to(info.device)
-    else:
-        model = build_model(cfg, plan.num_classes, cfg.model.in_channels or plan.bundle.channels).to(info.device)
-        load_state(model, ckpt["model"], f"checkpoint {ns.checkpoint}")
-    splits = [("val", plan.val), ("test", plan.test)] if plan.val is not None else [("test", plan.test)]
-    for name, loader in splits:
-        result = evaluate(model, loader, info.device, amp, heads=ns.heads)
-        accs = "  ".join(f"{k.removeprefix('acc1/')} {v:.2f}" for k, v in result.items() if k.startswith("acc1/"))
-        print(f"{name}: top-1 % {accs}  (loss {result['loss']:.4f})")
+    report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads)
+    for name, result in report.splits.items():
+        print(f"{name}: {report.task.describe(result)}")
     return 0
 
 
@@ -87,7 +58,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from .engine.export import export
+    from .export import export
 
     print(export(ns.checkpoint, ns.format, ns.output))
     return 0

@@ -1,103 +1,19 @@
-"""``dhm predict``: classify image files with a trained model, from any file a run or an export writes.
-
-Every such file carries what prediction needs besides the weights: the class names, the normalisation (mean and
-std) and the input size. Training checkpoints (``best.pt``, ``last.pt``) and ``deploy.pt`` / ``pt`` exports hold
-them in the saved dict, ``safetensors`` exports in the file's metadata.
-"""
+"""``dhm predict``: classify image files with a trained model, from any file a run or an export writes (read by
+:func:`dhm.deployed.load_deployed`, which also gives the class names, normalisation and input size)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .data.augment import center_crop
 from .data.folder import EXTENSIONS
-from .errors import CheckpointError, DataError, DHMError, first_line
+from .deployed import Deployed, load_deployed
+from .errors import DataError
 
-SAFETENSORS_META = "dhm_meta"  # safetensors metadata key: classes, mean, std, input_size, config (JSON)
-SAFETENSORS_MODEL = "dhm_model"  # safetensors metadata key: the model spec (JSON)
-
-
-@dataclass
-class Deployed:
-    """A plain backbone in eval mode and what its inputs and outputs mean."""
-
-    model: nn.Module
-    classes: list[str]
-    mean: list[float]
-    std: list[float]
-    input_size: list[int]  # (C, H, W)
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-def _build(spec: dict[str, Any], state: dict[str, torch.Tensor], what: str) -> nn.Module:
-    from .engine.checkpoint import load_state
-    from .models import create_model
-
-    model = create_model(
-        spec["name"],
-        num_classes=spec["num_classes"],
-        branches="none",
-        in_channels=spec["in_channels"],
-        **spec["kwargs"],
-    )
-    load_state(model, state, what)
-    return model.eval()
-
-
-def _load_safetensors(path: Path) -> Deployed:
-    try:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-    except ImportError:
-        raise DHMError("reading safetensors files needs the safetensors package: pip install safetensors") from None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types on foreign or corrupt files
-        raise CheckpointError(f"cannot read {path}: {first_line(exc)}") from None
-    if SAFETENSORS_MODEL not in meta:
-        raise CheckpointError(f"{path} is not a dhm export (no {SAFETENSORS_MODEL!r} metadata)")
-    info = json.loads(meta.get(SAFETENSORS_META, "{}"))
-    model = _build(json.loads(meta[SAFETENSORS_MODEL]), state, f"export {path}")
-    return _deployed(model, info, path)
-
-
-def _deployed(model: nn.Module, info: dict[str, Any], path: Path) -> Deployed:
-    missing = [k for k in ("mean", "std", "input_size") if not info.get(k)]
-    if missing:
-        raise CheckpointError(
-            f"{path} does not carry {', '.join(missing)} (written by an older dhm); use the run's deploy.pt"
-        )
-    classes = list(info.get("classes") or [])
-    return Deployed(
-        model, classes, list(info["mean"]), list(info["std"]), list(info["input_size"]), info.get("config", {})
-    )
-
-
-def load_deployed(path: str | Path) -> Deployed:
-    """The plain backbone and its metadata from ``best.pt`` / ``last.pt``, ``deploy.pt`` or a ``pt`` /
-    ``safetensors`` export.
-
-    Example:
-        >>> deployed = load_deployed("runs/demo/20261126-101500/deploy.pt")
-        >>> top = predict(deployed, ["digit.png"], k=3)
-    """
-    from .engine.export import load_deployable
-
-    path = Path(path).expanduser()
-    if path.suffix == ".safetensors":
-        return _load_safetensors(path)
-    model, payload = load_deployable(path)
-    return _deployed(model, payload, path)
-
+__all__ = ["Deployed", "load_deployed", "load_images", "predict"]
 
 def load_images(paths: list[str | Path], input_size: list[int]) -> tuple[list[Path], torch.Tensor]:
     """Image files (folders are searched recursively) as a uint8 (N, C, H, W) batch at the model's input size:

@@ -17,6 +17,7 @@ from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compi
 from ..engine.precision import autocast
 from ..engine.step import EagerStep
 from ..losses import MimicLoss
+from ..tasks import get_task
 from ..models import create_model, paper_branches
 from ..version import __version__
 
@@ -114,7 +115,9 @@ def train_step_fn(model: nn.Module, case: Case, x: Tensor, y: Tensor, device: to
     forward = compile_model(model, mode)
     graphs = records_cuda_graphs(mode, device)
     amp = PRECISIONS[case.precision]
-    run = EagerStep(forward, loss_fn, optimizer, torch.amp.GradScaler(device.type, enabled=amp == "fp16"), amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    counters = get_task("classification").step_counters  # what the engine's step counts, as in training
+    run = EagerStep(forward, loss_fn, optimizer, scaler, amp, device, counters=counters)
     model.train()
 
     def step() -> None:
@@ -229,7 +232,7 @@ def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[st
     """Images/s of the real engine's training epoch (loader, loss dict, meters, scheduler) on synthetic data, to
     compare with the bare step: the bookkeeping must not show."""
     from ..config import load_config
-    from ..engine import Trainer
+    from ..engine import build_trainer
 
     overrides = [
         f"model.name={case.model}",
@@ -247,7 +250,7 @@ def measure_engine(case: Case, classes: int, device: str, steps: int) -> dict[st
         f"train.device={device}",
         "model.widths=null",
     ]
-    trainer = Trainer(load_config("smoke", overrides))  # no run directory: only fit() opens one
+    trainer = build_trainer(load_config("smoke", overrides))  # no run directory: only fit() opens one
     model = trainer.wrap()
     trainer.train_one_epoch(model, 0)  # warm-up (and compilation)
     return {"engine_images_per_s": trainer.train_one_epoch(model, 1)["images_per_s"]}

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
+from .datakeys import unused_keys
 from .presets import apply_loss_preset
 from .schema import Config
 from .validate import validate
@@ -198,6 +199,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``data`` (a config's dict form) with ``key=value`` overrides written into it (in place; returned)."""
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    return data
+
+
 def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """The resolved config: schema defaults <- recipe (and its ``_base_``) <- ``key=value`` overrides.
 
@@ -240,9 +248,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def dump_config(cfg: Config) -> str:
     """The config as YAML text (what ``dhm config`` prints and run directories keep as ``config.yaml``), without
-    the ``data.*`` keys its dataset does not read; a count-valued ``data.val_size`` is shown as a count."""
-    from ..data.registry import unused_keys
-
+    the ``data.*`` keys its dataset does not read (:mod:`dhm.config.datakeys`); a count-valued ``data.val_size``
+    is shown as a count."""
     data = to_dict(cfg)
     for key in unused_keys(cfg.data.name):
         data["data"].pop(key, None)

@@ -84,6 +84,8 @@ class TrainConfig:
     log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    task: str = "classification"  # what is trained and measured (dhm.TASKS): classification
+    select: str = ""  # the validation metric that picks best.pt, e.g. acc1/head1 or loss ("" = the task's primary)
 
 
 @dataclass

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..config.datakeys import DATASET_KEYS, SPECIFIC_KEYS, unused_keys
 from ..config.schema import DataConfig
 from ..registry import Registry
 from .sources import Bundle
 
-DATASETS: Registry[Callable[[DataConfig], Bundle]] = Registry("dataset")
+__all__ = ["DATASETS", "SPECIFIC_KEYS", "build_dataset", "list_datasets", "register_dataset", "unused_keys"]
 
-# ``data.*`` keys that only some readers use; every other data key applies to every dataset.
-SPECIFIC_KEYS = (
-    "root",
-    "download",
-    "verify_md5",
-    "in_memory",
-    "image_size",
-    "workers",
-    "train_size",
-    "test_size",
-    "num_classes",
-)
-DATASET_KEYS: dict[str, tuple[str, ...]] = {}  # dataset -> the specific keys its reader uses
+DATASETS: Registry[Callable[[DataConfig], Bundle]] = Registry("dataset")
 
 
 def register_dataset(name: str, keys: tuple[str, ...] = ()) -> Callable:
@@ -30,11 +19,6 @@ def register_dataset(name: str, keys: tuple[str, ...] = ()) -> Callable:
     ``keys`` (of ``SPECIFIC_KEYS``); config dumps of this dataset leave the other specific keys out."""
     DATASET_KEYS[name] = tuple(keys)
     return DATASETS.register(name)
-
-
-def unused_keys(name: str) -> set[str]:
-    """The dataset-specific ``data.*`` keys that dataset ``name`` does not read (none for an unknown name)."""
-    return set(SPECIFIC_KEYS) - set(DATASET_KEYS[name]) if name in DATASET_KEYS else set()
 
 
 def build_dataset(cfg: DataConfig) -> Bundle:

@@ -70,15 +70,25 @@ def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> MimicLoss:
 
 
 @dataclass
-class DataPlan:
+class RunData:
+    """A run's data: the dataset's facts (``bundle``), the training loader and the evaluation loaders by split
+    name, and the class count."""
+
     bundle: Bundle
     train: Any
-    val: Any | None
-    test: Any
+    splits: dict[str, Any]
     num_classes: int
 
+    @property
+    def val(self) -> Any | None:
+        return self.splits.get("val")
 
-def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> DataPlan:
+    @property
+    def test(self) -> Any | None:
+        return self.splits.get("test")
+
+
+def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> RunData:
     """Read the dataset, carve the validation split, check labels, and build the three loaders."""
     try:
         bundle = build_dataset(cfg.data)
@@ -118,4 +128,4 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> Data
         test = build_loader(bundle.test, train=False, batch_size=cfg.data.eval_batch_size, **common)
     except RegistryError as exc:
         raise ConfigError(f"data.augment: {exc}") from None
-    return DataPlan(bundle, train, val, test, num_classes)
+    return RunData(bundle, train, {"val": val, "test": test}, num_classes)

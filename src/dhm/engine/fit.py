@@ -18,7 +18,7 @@ from . import dist as D
 from .build import build_loss
 from .optim import build_optimizer, build_scheduler
 from .parts import Parts, RunMeta, steps_per_epoch
-from .precision import resolve_channels_last
+from .runtime import resolve_runtime
 from .trainer import Trainer
 
 
@@ -71,8 +71,8 @@ def fit(
             f"loss.mode={cfg.loss.mode} trains several heads: give a model from dhm.attach_branches(net, specs), "
             "or set loss.mode=ce for a plain model"
         )
-    dist = D.info(cfg.train.device)
-    channels_last = resolve_channels_last(cfg.train.channels_last, dist.device)
+    runtime = resolve_runtime(cfg.train)
+    dist, channels_last = runtime.dist, runtime.channels_last
     D.seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = model.to(dist.device, memory_format=torch.channels_last) if channels_last else model.to(dist.device)
     accum = cfg.train.accum_steps
@@ -86,5 +86,5 @@ def fit(
     steps = steps_per_epoch(train, cfg.train.limit_batches)
     scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
     meta = RunMeta(classes=list(classes), mean=[], std=[], input_size=[], model_spec=None)
-    parts = Parts(model, loss_fn, optimizer, scheduler, train, val, test, meta)
-    return Trainer(cfg, parts, dist).fit()
+    parts = Parts(model, loss_fn, optimizer, scheduler, train, {"val": val, "test": test}, meta)
+    return Trainer(cfg, parts, runtime).fit()

@@ -4,7 +4,7 @@ checkpoints record about them. Built from a config (:func:`build_parts`) or arou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -13,10 +13,11 @@ from torch import Tensor, nn
 from ..branches import DHMModel
 from ..config import Config
 from ..losses import MimicLoss
+from ..tasks import Task, get_task
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
 from .optim import build_optimizer, build_scheduler
-from .precision import resolve_channels_last
+from .runtime import Runtime
 
 
 class Loader(Protocol):
@@ -44,20 +45,34 @@ class RunMeta:
 
 @dataclass
 class Parts:
-    """Everything one run trains and reads. ``val`` and ``test`` may be None."""
+    """Everything one run trains and reads: the training loader and the evaluation splits by name (``val``,
+    ``test``, ...; a split that is absent is not evaluated), and the task that measures them."""
 
     model: nn.Module
     loss_fn: MimicLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train: Loader
-    val: Loader | None
-    test: Loader | None
+    splits: dict[str, Loader]
     meta: RunMeta
+    task: Task = field(default_factory=lambda: get_task("classification"))
+
+    def __post_init__(self) -> None:
+        self.splits = {name: loader for name, loader in self.splits.items() if loader is not None}
 
     @property
     def head_names(self) -> tuple[str, ...]:
         return tuple(self.model.head_names) if isinstance(self.model, DHMModel) else ("main",)
+
+    @property
+    def val(self) -> Loader | None:
+        """The split that selects the checkpoint (the task's ``select_split``)."""
+        return self.splits.get(self.task.select_split)
+
+    @property
+    def test(self) -> Loader | None:
+        """The first split the task reports at the end."""
+        return self.splits.get(self.task.report_splits[0])
 
 
 def steps_per_epoch(loader: Loader, limit_batches: int) -> int:
@@ -65,10 +80,12 @@ def steps_per_epoch(loader: Loader, limit_batches: int) -> int:
     return min(loader.steps, limit_batches) if limit_batches > 0 else loader.steps
 
 
-def build_parts(cfg: Config, dist: D.DistInfo) -> Parts:
-    """Seed, then read the data and build the model, loss, optimizer and schedule of ``cfg`` on ``dist.device``."""
-    channels_last = resolve_channels_last(cfg.train.channels_last, dist.device)
+def build_parts(cfg: Config, runtime: Runtime) -> Parts:
+    """Seed, then read the data and build the model, loss, optimizer and schedule of ``cfg`` on the runtime's
+    device."""
+    dist, channels_last = runtime.dist, runtime.channels_last
     D.seed_everything(cfg.train.seed, cfg.train.deterministic)
+    task = get_task(cfg.train.task)
     data = build_data(cfg, dist, channels_last)
     in_channels = cfg.model.in_channels or data.bundle.channels
     model = build_model(cfg, data.num_classes, in_channels).to(dist.device)
@@ -89,4 +106,4 @@ def build_parts(cfg: Config, dist: D.DistInfo) -> Parts:
         input_size=input_size,
         model_spec=model_spec(cfg, data.num_classes, in_channels),
     )
-    return Parts(model, loss_fn, optimizer, scheduler, data.train, data.val, data.test, meta)
+    return Parts(model, loss_fn, optimizer, scheduler, data.train, data.splits, meta, task)

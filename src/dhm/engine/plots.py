@@ -1,13 +1,17 @@
-"""PNG plots of a run's history: loss per head, accuracy per head, learning rate (matplotlib, no display)."""
+"""PNG plots of a run's history: the loss terms, the task's panels (accuracy per head for classification) and the
+learning rate (matplotlib, no display)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..tasks import PlotPanel
 
-def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write loss.png, accuracy.png and lr.png into ``out_dir``; returns the paths."""
+
+def plot_history(history: list[dict[str, Any]], out_dir: Path, panels: Sequence[PlotPanel] = ()) -> list[Path]:
+    """Write loss.png, one PNG per task panel (``panels``) and lr.png into ``out_dir``; returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,12 +32,7 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             "loss",
             [k for k in keys if k.startswith("train/ce/")] + ["train/kl", "train/loss"],
         ),
-        (
-            "accuracy.png",
-            "top-1 accuracy per head",
-            "top-1 accuracy (%)",
-            [k for k in keys if k.startswith(("val/acc1/", "train/acc1"))],
-        ),
+        *((p.filename, p.title, p.ylabel, [k for k in keys if k.startswith(p.prefixes)]) for p in panels),
         ("lr.png", "learning rate (last step of each epoch)", "learning rate", ["lr"]),
     ]
     paths = []

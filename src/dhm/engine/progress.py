@@ -34,3 +34,25 @@ class LogProgress:
         rate = done * self.images / elapsed
         eta = (self.total - done) * elapsed / max(done, 1)
         print(f"  {self.what}: {done}/{self.total}, {rate:.0f} images/s, ETA {_clock(eta)}", flush=True)
+
+
+class Display:
+    """How a run shows its progress: a tqdm bar per epoch on a terminal, progress lines in a log, nothing on other
+    ranks or with ``train.progress=false``."""
+
+    def __init__(self, enabled: bool, epochs: int, log_every_s: float) -> None:
+        self.enabled, self.epochs, self.log_every_s = enabled, epochs, log_every_s
+
+    def bar(self, epoch: int, steps: int):
+        """A tqdm bar for one epoch, or ``None`` (no terminal: a log gets one line per epoch, not bar frames)."""
+        import sys
+
+        if not (self.enabled and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True)
+
+    def log(self, what: str, total: int, images: int) -> LogProgress | None:
+        """Progress lines for a log file (output not a terminal), or ``None``."""
+        return LogProgress(what, total, images, self.log_every_s) if self.enabled else None

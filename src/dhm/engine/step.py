@@ -11,6 +11,7 @@ weight (the loss's buffer) and the random numbers of the dynamic variants (CUDA'
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .precision import autocast
 
-StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, correct predictions per head)
+StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, the task's step counters)
+Counters = Callable[[object, Tensor], "Tensor | None"]  # (model output, labels) -> (K,) device counters
 
 
 class EagerStep:
@@ -34,9 +36,11 @@ class EagerStep:
         device: torch.device,
         accum: int = 1,
         distributed: bool = False,
+        counters: Counters | None = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer, self.scaler = model, loss_fn, optimizer, scaler
         self.amp, self.device, self.accum, self.distributed = amp, device, accum, distributed
+        self.counters = counters  # what the task counts per micro-batch (None: nothing)
         self.keys: list[str] = []  # names of the loss components, in the order of the stacked values
 
     def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True) -> StepOutput:
@@ -56,8 +60,8 @@ class EagerStep:
         self.scaler.scale(losses["loss"] / self.accum).backward()
         self.keys = list(losses)
         values = torch.stack([v.detach().float() for v in losses.values()])
-        heads = out if isinstance(out, (tuple, list)) else (out,)
-        return values, torch.stack([(z.argmax(-1) == y).sum() for z in heads])
+        counts = self.counters(out, y) if self.counters is not None else None
+        return values, counts if counts is not None else values.new_zeros(0)
 
 
 class GraphStep(EagerStep):

@@ -1,90 +1,58 @@
-"""The Trainer (built parts -> a run directory: open or resume it, train the epochs, checkpoint each one, end the
-run) and `train`, the entry point that owns the process group."""
+"""The Trainer: built parts -> a run directory (open or resume it, train the epochs, checkpoint each one, end the
+run). The entry points that build it from a config are in :mod:`dhm.engine.entry`."""
 
 from __future__ import annotations
 
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..branches import unwrap
 from ..config import Config, dump_config, to_dict
-from ..errors import CheckpointError, ConfigError
-from ..version import __version__
+from ..tasks import Task
 from . import dist as D
-from .checkpoint import (
-    FORMAT,
-    RESUME_NEEDS,
-    check_compatible,
-    load_file,
-    load_state,
-    pack_numpy_rng,
-    save_atomic,
-    unpack_numpy_rng,
-)
-from .compiling import records_cuda_graphs, resolve_compile, wrap_model
+from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
+from .compiling import wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
-from .parts import Parts, build_parts, steps_per_epoch
-from .precision import resolve_amp
-from .progress import LogProgress
+from .parts import Parts, steps_per_epoch
+from .progress import Display
 from .recorder import Recorder
 from .rundir import RunLock, choose_run_dir, refuse_other_run, remove_leftovers
-from .step import EagerStep, GraphStep
-
-
-@dataclass
-class RunState:
-    """What a checkpoint carries besides the weights and the optimizer."""
-
-    epoch: int = 0  # epochs completed
-    best_val: float = -1.0
-    best_epoch: int = 0
-    wall_time: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
+from .runtime import Runtime
+from .state import RunState, restore_run, run_checkpoint
+from .step import EagerStep, GraphStep, make_step
 
 
 class Trainer:
     """Trains built parts into a run directory: checkpoints every epoch, resumes, writes the metrics files, and
     ends the run (:func:`~dhm.engine.finish.finish_run`). Rank 0 writes the run directory; every process trains.
-    With only a config it builds the parts itself (:func:`~dhm.engine.parts.build_parts`). It never creates or
-    destroys a process group: under torchrun the entry point does (:func:`dhm.engine.train`, the ``dhm`` command).
+    It builds nothing: the entry point resolves the runtime and builds the parts (:func:`build_trainer` does both
+    from a config), and under torchrun the entry point owns the process group (:func:`dhm.engine.train`).
 
     Example:
-        >>> summary = Trainer(load_config("demo")).fit()
+        >>> summary = build_trainer(load_config("demo")).fit()
         >>> summary["test_acc1"]
     """
 
-    def __init__(self, cfg: Config, parts: Parts | None = None, dist: D.DistInfo | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, parts: Parts, runtime: Runtime) -> None:
+        self.cfg, self.parts, self.runtime = cfg, parts, runtime
         self.config_dict = to_dict(cfg)
-        if cfg.train.accum_steps < 1 or cfg.train.epochs < 1:
-            raise ConfigError("train.accum_steps and train.epochs must be >= 1")
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        self.dist = dist or D.info(cfg.train.device)
-        self.amp = resolve_amp(cfg.train.amp, self.dist.device)
-        self.compile_mode = resolve_compile(cfg.train.compile)
-        if cfg.train.cuda_graph and records_cuda_graphs(self.compile_mode, self.dist.device):
-            raise ConfigError("train.cuda_graph=true captures the step itself: use it with train.compile=true or false")
-        if cfg.train.sync_bn and self.dist.device.type != "cuda":
-            raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
-        self.parts = parts if parts is not None else build_parts(cfg, self.dist)
-        self.model, self.loss_fn = self.parts.model, self.parts.loss_fn
-        self.optimizer, self.scheduler = self.parts.optimizer, self.parts.scheduler
-        self.head_names: tuple[str, ...] = self.parts.head_names
-        self.steps_per_epoch = steps_per_epoch(self.parts.train, cfg.train.limit_batches)
-        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.amp == "fp16")
-        if cfg.train.cuda_graph:
-            GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, self.amp, self.optimizer)
-        self._step: EagerStep | None = None
-        self._last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
+        self.dist, self.task = runtime.dist, parts.task
+        self.model, self.loss_fn = parts.model, parts.loss_fn
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
+        self.head_names: tuple[str, ...] = parts.head_names
+        self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=runtime.amp == "fp16")
+        if runtime.cuda_graph:
+            GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, runtime.amp, self.optimizer)
+        self.select = select_metric(self.task, cfg.train.select)
+        self.display = Display(self.dist.is_main and cfg.train.progress, cfg.train.epochs, cfg.train.log_every_s)
+        self.step: EagerStep | None = None  # made for the wrapped model, kept across epochs (a captured graph too)
+        self.last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
         self.state = RunState()
         self.lock: RunLock | None = None
         self.run_dir: Path | None = None  # chosen, locked and (when resuming) loaded by open_run
@@ -129,77 +97,59 @@ class Trainer:
         return Path(self.cfg.train.resume).expanduser()
 
     def _load(self, path: Path) -> None:
-        ckpt = load_file(path, FORMAT, need=RESUME_NEEDS)
-        check_compatible(ckpt, self.config_dict, path)
-        load_state(self.model, ckpt["model"], f"checkpoint {path}")
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"checkpoint {path}: optimizer state does not fit: {exc}") from None
-        s = ckpt["state"]
-        self.state = RunState(s["epoch"], s["best_val"], s["best_epoch"], s["wall_time"], list(s["history"]))
-        rng = dict(ckpt["rng"])
-        rng["numpy"] = unpack_numpy_rng(rng["numpy"])
-        D.set_rng_state(rng)
+        self.state = restore_run(path, self.parts, self.scaler, self.config_dict)
         if self.dist.is_main:
             print(f"resumed from {path} after epoch {self.state.epoch}", flush=True)
-
-    def _checkpoint(self) -> dict[str, Any]:
-        rng = D.rng_state()
-        rng["numpy"] = pack_numpy_rng(rng["numpy"])
-        s, meta = self.state, self.parts.meta
-        return {
-            "format": FORMAT,
-            "dhm_version": __version__,
-            "config": self.config_dict,
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "state": {
-                "epoch": s.epoch,
-                "best_val": s.best_val,
-                "best_epoch": s.best_epoch,
-                "wall_time": s.wall_time,
-                "history": s.history,
-            },
-            "rng": rng,
-            "model_spec": meta.model_spec,
-            "classes": meta.classes,
-            "input_size": meta.input_size,
-            "mean": meta.mean,
-            "std": meta.std,
-        }
 
     # ----- training ---------------------------------------------------------------------------------------------
     def wrap(self) -> nn.Module:
         """The model as the steps run it: SyncBatchNorm (``train.sync_bn``), compiled, then DDP under torchrun."""
-        if self.dist.distributed and self.cfg.train.sync_bn:  # same parameters, so the optimizer is unaffected
+        if self.dist.distributed and self.runtime.sync_bn:  # same parameters, so the optimizer is unaffected
             self.model = self.parts.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        return wrap_model(self.model, self.compile_mode, self.dist)
+        return wrap_model(self.model, self.runtime.compile_mode, self.dist)
+
+    def step_for(self, model: nn.Module) -> EagerStep:
+        """The step object of the wrapped ``model``, made once and kept across epochs."""
+        if self.step is None or self.step.model is not model:
+            r, train = self.runtime, self.cfg.train
+            self.step = make_step(
+                r.cuda_graph, model, self.loss_fn, self.optimizer, self.scaler, r.amp, r.device,
+                train.accum_steps, self.dist.distributed, counters=self.task.step_counters,
+            )
+        return self.step
+
+    def _epoch_args(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps_per_epoch,
+            "accum": self.cfg.train.accum_steps,
+            "display": self.display,
+            "last_lr": self.last_lr,
+            "batch_size": self.cfg.data.batch_size,
+        }
 
     def train_one_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        """One epoch of optimizer steps; returns the epoch means of every loss component and the train accuracy."""
-        return train_one_epoch(self, model, epoch)
+        """One epoch of optimizer steps (:func:`dhm.engine.epoch.train_one_epoch`); returns its record entries."""
+        step = self.step_for(model)
+        record, self.last_lr = train_one_epoch(
+            epoch, model, step, self.parts, self.runtime, self.task, **self._epoch_args(), kept_epoch=self.state.epoch
+        )
+        return record
 
-    def run_steps(self, model: nn.Module, epoch: int) -> tuple[dict[str, Tensor], Tensor, int]:
-        """The optimizer steps of one epoch (see :func:`dhm.engine.epoch.run_steps`)."""
-        return run_steps(self, model, epoch)
+    def run_steps(self, model: nn.Module, epoch: int) -> tuple[dict[str, Tensor], Tensor | None, int]:
+        """The optimizer steps of one epoch (:func:`dhm.engine.epoch.run_steps`): device meters, the task's
+        counters and the image count."""
+        done = run_steps(epoch, model, self.step_for(model), self.parts, self.runtime, self.task, **self._epoch_args())
+        self.last_lr = done.last_lr
+        return done.sums, done.counters, done.seen
 
-    def _log(self, what: str, total: int, images: int) -> LogProgress | None:
-        """Progress lines for a log file (rank 0, ``train.progress``, output not a terminal)."""
-        if not (self.dist.is_main and self.cfg.train.progress):
-            return None
-        return LogProgress(what, total, images, self.cfg.train.log_every_s)
-
-    def _bar(self, epoch: int, steps: int):
-        if not (self.dist.is_main and self.cfg.train.progress and sys.stderr.isatty()):
-            return None  # a log file gets the one line per epoch, not carriage-return bar frames
-        from tqdm import tqdm
-
-        return tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False, dynamic_ncols=True)
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """The selection split's metrics, as ``<split>/<metric>`` record entries (none without that split)."""
+        split, loader = self.task.select_split, self.parts.val
+        if loader is None:
+            return {}
+        log = self.display.log("validation batch", len(loader), self.cfg.data.eval_batch_size)
+        result = evaluate(model, loader, self.dist.device, self.runtime.amp, log=log, task=self.task)
+        return {f"{split}/{k}": v for k, v in result.items()}
 
     def fit(self) -> dict[str, Any]:
         """Open the run (:meth:`open_run`), train to ``train.epochs`` (continuing a resumed run), then test, export
@@ -214,27 +164,20 @@ class Trainer:
                 if self.state.history:  # a resumed run: make best.pt and the metrics files agree with last.pt
                     self._repair()
             model = self.wrap()
-            if main and self.compile_mode is not None and self.state.epoch < cfg.train.epochs:
-                print(
-                    f"compiling the model (torch.compile, mode {self.compile_mode}): the first steps are slow",
-                    flush=True,
-                )
+            mode = self.runtime.compile_mode
+            if main and mode is not None and self.state.epoch < cfg.train.epochs:
+                print(f"compiling the model (torch.compile, mode {mode}): the first steps are slow", flush=True)
             if main and cfg.train.cuda_graph and self.state.epoch < cfg.train.epochs:
                 print("capturing the training step in a CUDA graph after 3 warm-up steps", flush=True)
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 start = time.perf_counter()
                 record: dict[str, Any] = {"epoch": epoch + 1, "lr": None}  # columns: epoch, lr, ...
                 record.update(self.train_one_epoch(model, epoch))
-                record["lr"] = self._last_lr  # of the epoch's last step (the first is 0 during a warm-up)
-                val = self.parts.val
-                if val is not None:
-                    log = self._log("validation batch", len(val), self.cfg.data.eval_batch_size)
-                    record.update(
-                        {f"val/{k}": v for k, v in evaluate(model, val, self.dist.device, self.amp, log=log).items()}
-                    )
+                record["lr"] = self.last_lr  # of the epoch's last step (the first is 0 during a warm-up)
+                record.update(self.validate(model))
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
-            return finish_run(self, model)
+            return finish_run(model, self.parts, self.runtime, self.state, self.run_dir, self.config_dict, self.select)
         finally:
             if self.recorder is not None:
                 self.recorder.close()
@@ -255,12 +198,16 @@ class Trainer:
         s = self.state
         s.epoch, s.wall_time = epoch + 1, s.wall_time + record["time_s"]
         s.history.append(record)
-        score = record.get("val/acc1/main", float(epoch))  # no validation split: the last epoch is the best
+        key = f"{self.task.select_split}/{self.select}"
+        if key in record:
+            score = record[key] if self.task.higher_is_better(self.select) else -record[key]
+        else:
+            score = float(epoch)  # no validation split: the last epoch is the best
         improved = score >= s.best_val  # on ties the later epoch (lower lr) wins
         if improved:
             s.best_val, s.best_epoch = score, epoch + 1
         if self.dist.is_main:
-            ckpt = self._checkpoint()
+            ckpt = run_checkpoint(self.state, self.parts, self.scaler, self.config_dict)
             save_atomic(ckpt, self.run_dir / "last.pt")
             if improved:
                 save_atomic(ckpt, self.run_dir / "best.pt")
@@ -269,19 +216,12 @@ class Trainer:
         D.barrier()
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
-        heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in r.items() if k.startswith("val/acc1/"))
         return (
-            f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  train acc "
-            f"{r['train/acc1']:.2f}  val acc [{heads}]  lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  "
-            f"{r['time_s']:.1f}s"
+            f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  {self.task.epoch_fields(r)}  "
+            f"lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  {r['time_s']:.1f}s"
         )
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """The entry point of a training run (``dhm train``): join the process group when launched by torchrun, train
-    ``cfg``, leave the group; returns the summary (what ``summary.json`` holds)."""
-    dist = D.setup(cfg.train.device)
-    try:
-        return Trainer(cfg, dist=dist).fit()
-    finally:
-        D.teardown()
+def select_metric(task: Task, select: str) -> str:
+    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary."""
+    return select or task.primary

@@ -10,49 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, DHMError
-from ..models import create_model
-from ..predict import SAFETENSORS_META, SAFETENSORS_MODEL
-from ..registry import Registry
-from .checkpoint import DEPLOY_FORMAT, deploy_payload, load_file, load_state, save_atomic
+from .deployed import INFO_KEYS, SAFETENSORS_META, SAFETENSORS_MODEL, load_plain
+from .errors import DHMError
+from .files import save_atomic
+from .registry import Registry
 
 EXPORTERS: Registry[Callable[[nn.Module, dict[str, Any], Path], None]] = Registry("export format")
 SUFFIX = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
-
-
-OWN_MODEL = (
-    "{path} holds your own model (trained with dhm.fit), which dhm cannot rebuild: load the weights into it, "
-    "net.load_state_dict(torch.load('{path}')['{key}'])"
-)
-
-
-def load_deployable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The plain backbone (eval mode) of a training checkpoint or deploy file, and its deploy payload."""
-    obj = load_file(path)
-    deploy = obj["format"] == DEPLOY_FORMAT
-    spec = obj["model"] if deploy else obj.get("model_spec")
-    if spec is None and (deploy or "model_spec" in obj):  # written by dhm.fit
-        raise CheckpointError(OWN_MODEL.format(path=path, key="state_dict" if deploy else "model"))
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{path} does not say which model it holds")
-    model = create_model(
-        spec["name"],
-        num_classes=spec["num_classes"],
-        branches="none",
-        in_channels=spec["in_channels"],
-        **spec["kwargs"],
-    )
-    if obj["format"] == DEPLOY_FORMAT:
-        load_state(model, obj["state_dict"], f"deploy file {path}")
-        payload = obj
-    else:
-        prefix = "backbone."
-        state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
-        load_state(model, state, f"checkpoint {path}")
-        cfg = obj.get("config", {})
-        meta = {k: obj.get(k) for k in ("classes", "input_size", "mean", "std")}
-        payload = deploy_payload(model, spec, {**meta, "classes": meta["classes"] or [], "config": cfg})
-    return model.eval(), payload
 
 
 def _example(payload: dict[str, Any]) -> torch.Tensor:
@@ -74,7 +38,7 @@ def export_safetensors(model: nn.Module, payload: dict[str, Any], out: Path) -> 
         from safetensors.torch import save_file
     except ImportError:
         raise DHMError("safetensors export needs the safetensors package: pip install safetensors") from None
-    meta = {k: payload.get(k) for k in ("classes", "mean", "std", "input_size", "config")}
+    meta = {k: payload.get(k) for k in INFO_KEYS}
     save_file(
         payload["state_dict"],
         str(out),
@@ -129,7 +93,7 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
 def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:
     """Export the stripped backbone of checkpoint ``path`` as ``fmt``; returns the written file."""
     exporter = EXPORTERS.get(fmt)
-    model, payload = load_deployable(path)
+    model, payload = load_plain(path)
     out = Path(output).expanduser() if output else Path(path).with_name(f"{Path(path).stem}-deploy{SUFFIX[fmt]}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,126 @@
+"""The task seam: a :class:`Task` says what a training step counts (device counters, summed at the epoch's one
+sync point), how an evaluation split becomes a dict of named metrics, which metric is primary, and how its
+metrics are shown (epoch line, summary table, plots). The engine never names a metric itself.
+
+A task evaluates through an :class:`EvalContext` the engine gives it (device, mixed precision, summing over
+processes), so tasks depend on nothing above the model layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What the engine lends a task's evaluation: the device, a mixed-precision context, a sum over processes
+    (identity in a world of one) and an optional progress callback ``log(batches_done)``."""
+
+    device: Any
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    reduce_sum: Callable[[Tensor], Tensor]
+    heads: bool = True  # every head (and their ensemble) or only the deployed one
+    log: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class PlotPanel:
+    """One PNG of a run's history: the record keys that start with any of ``prefixes``."""
+
+    filename: str
+    title: str
+    ylabel: str
+    prefixes: tuple[str, ...]
+
+
+class Task:
+    """Base class of tasks. Subclasses set the class attributes and implement the methods below.
+
+    Attributes:
+        name: the registry name (``train.task``).
+        primary: the metric of an evaluated split that selects best.pt by default (``train.select``).
+        minimize: metrics where lower is better (every other metric: higher is better).
+        select_split: the split evaluated after every epoch, on which the checkpoint is chosen.
+        report_splits: the splits evaluated at the end, for the last and the chosen checkpoint.
+        train_metric: the training metric shown as the run's training score (record key ``train/<it>``).
+    """
+
+    name = "task"
+    primary = "loss"
+    minimize: frozenset[str] = frozenset({"loss"})
+    select_split = "val"
+    report_splits: tuple[str, ...] = ("test",)
+    train_metric = "loss"
+    panels: tuple[PlotPanel, ...] = ()
+
+    # ----- training -----------------------------------------------------------------------------------------
+    def step_counters(self, outputs: Any, target: Tensor) -> Tensor | None:
+        """Device counters of one training micro-batch, a float (K,) tensor summed over the epoch (no host
+        synchronisation). ``None``: nothing counted."""
+        return None
+
+    def train_metrics(self, counts: Sequence[float], seen: float, heads: Sequence[str]) -> dict[str, float]:
+        """The epoch's training metrics (record keys without ``train/``) from the summed counters."""
+        return {}
+
+    def progress(self, counts: Tensor | None, seen: int) -> dict[str, str]:
+        """Extra fields of the progress bar (read from the device only when a bar is drawn)."""
+        return {}
+
+    # ----- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
+        """Named metrics of one split."""
+        raise NotImplementedError
+
+    def head_metric(self, head: str) -> str | None:
+        """The metric of one head in an evaluated split (comparison tables), or ``None`` for tasks without heads."""
+        return None
+
+    # ----- presentation -------------------------------------------------------------------------------------
+    def epoch_fields(self, record: dict[str, Any]) -> str:
+        """The task's part of the epoch line, e.g. ``train acc 22.21  val acc [main 15.62 head1 20.31]``."""
+        shown = [f"{k} {v:.4g}" for k, v in record.items() if k.startswith(f"{self.select_split}/")]
+        return "  ".join(shown)
+
+    def summary_entries(self, best: dict[str, float], last: dict[str, float], val: dict[str, float]) -> dict:
+        """Top-level summary keys of the task (best: the chosen checkpoint on the first report split)."""
+        return {}
+
+    def summary_table(
+        self, heads: Sequence[str], val: dict[str, float], best: dict[str, float], last: dict[str, float]
+    ) -> str:
+        """The table printed at the end of a run: every metric of the selection and the first report split."""
+        rows = [("metric", f"{self.select_split} (best)", "best", "last")]
+        for key in sorted({*val, *best}):
+            rows.append((key, *(f"{d[key]:.4g}" if key in d else "-" for d in (val, best, last))))
+        return format_rows(rows)
+
+    def describe(self, result: dict[str, float]) -> str:
+        """One evaluated split's metrics in a line (``dhm eval``)."""
+        return "  ".join(f"{k} {v:.4g}" for k, v in result.items())
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric.split("/")[0] not in self.minimize and metric not in self.minimize
+
+
+def format_rows(rows: Sequence[Sequence[str]]) -> str:
+    """A fixed-width table: the first column left-aligned, the rest right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (a one-line error with suggestions for an unknown one)."""
+    return TASKS.get(name)

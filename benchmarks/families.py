@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     ns = parser.parse_args()
     _import_torchvision()
-    from dhm.inspect import inspect_model
+    from dhm.model_report import inspect_model
 
     rows = []
     print("| model | plan from | stages (module: channels @ reduction) | branched / plain FLOPs |")

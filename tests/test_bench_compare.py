@@ -10,7 +10,8 @@ import torch
 from helpers import COMPARE_TINY, dhm, dhm_here
 
 from dhm.bench import Case, branch_specs, count_flops, run_bench, to_markdown
-from dhm.compare import COMPARE_MODES, run_compare, summarise
+from dhm.compare import mode_overrides, run_compare, summarise
+from dhm.methods import METHODS
 
 
 def test_flop_ratio_of_branches_grows_and_matches_the_layout():
@@ -54,15 +55,15 @@ def test_modes_fully_specify_the_dynamic_options():
 
     demo = load_config("demo")  # the demo recipe ramps mimicking up; the "dhm" mode must not inherit that
     assert demo.loss.rampup_epochs > 0
-    static = load_config("demo", COMPARE_MODES.get("dhm")(demo))
+    static = load_config("demo", mode_overrides("dhm", demo))
     assert (static.loss.rampup_epochs, static.loss.dynamic, static.model.dynamic_fork) == (0, None, False)
-    ramp = load_config("demo", COMPARE_MODES.get("dhm-rampup")(demo))
+    ramp = load_config("demo", mode_overrides("dhm-rampup", demo))
     assert ramp.loss.rampup_epochs == 3 and ramp.loss.rampup == "sigmoid"
 
 
 def test_compare_runs_skips_and_tabulates(tmp_path):
     assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup", "dhm-gentle"} <= set(
-        COMPARE_MODES
+        METHODS
     )
     overrides = COMPARE_TINY
     result = run_compare("smoke", 2, ["ce", "dhm-official"], overrides, tmp_path, log=lambda s: None)
@@ -72,7 +73,7 @@ def test_compare_runs_skips_and_tabulates(tmp_path):
             assert summary["config"]["train"]["seed"] == seed
     assert (
         json.loads((tmp_path / "dhm-official" / "seed0" / "summary.json").read_text())["config"]["loss"]["dynamic"]
-        == "official"
+        == "released"
     )
     assert result["modes"]["ce"]["test_best"]["n"] == 2
     assert (tmp_path / "compare.md").read_text().startswith("| mode | n |") and (tmp_path / "compare.png").is_file()
@@ -158,4 +159,5 @@ def test_gentle_mode_is_the_setting_the_sweep_chose(epochs):
     swept = f"dhm-rampup+loss.rampup_epochs={epochs // 2}+loss.alpha=0.5"
     gentle = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides("dhm-gentle", base)])
     chosen = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides(swept, base)])
-    assert gentle.loss == replace(chosen.loss, preset="gentle") and gentle.model == chosen.model
+    # the loss configs name their method (loss.mode); every setting is the same
+    assert gentle.loss == replace(chosen.loss, preset="gentle", mode="dhm-gentle") and gentle.model == chosen.model

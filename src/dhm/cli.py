@@ -99,10 +99,28 @@ def cmd_import_official(ns: argparse.Namespace) -> int:
 
 
 def cmd_inspect(ns: argparse.Namespace) -> int:
-    from .inspect import format_report, inspect_model
+    from .model_report import format_report, inspect_model
 
     print(format_report(inspect_model(ns.model, ns.specs, ns.classes, ns.input_size)))
     return 0
+
+
+def cmd_methods(ns: argparse.Namespace) -> int:
+    from .methods import METHODS, list_methods
+    from .tasks import TASKS
+
+    for name in list_methods(aliases=True):
+        method = METHODS.get(name)
+        terms = " + ".join(spec.term for spec in method.terms(_loss_defaults()))
+        print(f"{name:16s} branches {method.branches:6s} terms {terms:12s} {method.doc}")
+    print(f"tasks (train.task): {', '.join(TASKS.list())}")
+    return 0
+
+
+def _loss_defaults():
+    from .config.schema import LossConfig
+
+    return LossConfig()
 
 
 def cmd_recipes(ns: argparse.Namespace) -> int:
@@ -290,15 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="train every mode x seed of a recipe and tabulate mean +- std",
-        description="Runs each mode (ce, ls, dsl, dhm, dhm-official, dhm-bernoulli, dhm-fork, dhm-rampup) "
-        "with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
+        description="Runs each mode (a method of `dhm methods`: ce, ls, dsl, dhm, dhm-released, dhm-bernoulli, "
+        "dhm-fork, dhm-rampup, dhm-gentle) with each seed under RECIPE; finished runs are skipped, unfinished ones "
+        "resumed.",
     )
     p.add_argument("recipe", help="a recipe name (`dhm recipes`) or a YAML path")
     p.add_argument("--seeds", default="3", help="a count (3 = seeds 0, 1, 2) or a list of seeds (0,4,7)")
     p.add_argument(
         "--modes",
         default="ce,dsl,dhm",
-        help="comma-separated comparison modes (listed above); a mode may add its own settings for a sweep: "
+        help="comma-separated methods (listed above); a mode may add its own settings for a sweep: "
         "dhm-rampup+loss.rampup_epochs=15+loss.temperature=3",
     )
     p.add_argument("--out", default=None, help="folder of the runs (default runs/compare/<recipe>)")
@@ -342,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: from fc.weight)")
     p.add_argument("--output", "-o", default=None, help="output file (default: <name>_dhm.pt beside the input)")
     p.set_defaults(fn=cmd_import_official)
+
+    p = sub.add_parser(
+        "methods",
+        help="list the methods (loss.mode, dhm compare modes) and the tasks",
+        description="Every method: its branch policy, its loss terms and what it is; then the tasks (train.task).",
+    )
+    p.set_defaults(fn=cmd_methods)
 
     p = sub.add_parser("recipes", help="list the bundled recipes")
     p.set_defaults(fn=cmd_recipes)

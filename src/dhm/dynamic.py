@@ -18,10 +18,11 @@ PairLaw = Callable[[int, torch.device], Tensor]
 PAIR_LAWS: Registry[Callable[..., PairLaw]] = Registry("pair-gradient law")
 
 
-@PAIR_LAWS.register("official")
-def official() -> PairLaw:
-    """The released (switched-off) law: k = floor(U * P), k pair indices drawn uniformly with replacement, the
-    distinct ones stopped. Each term is stopped with probability ((P-1)/P)^P; at least one keeps its gradient."""
+@PAIR_LAWS.register("released")
+def released() -> PairLaw:
+    """The law of the authors' released code (switched off there): k = floor(U * P), k pair indices drawn
+    uniformly with replacement, the distinct ones stopped. Each term is stopped with probability ((P-1)/P)^P; at
+    least one keeps its gradient. ``official`` is its older name."""
 
     def draw(num_pairs: int, device: torch.device) -> Tensor:
         k = torch.floor(torch.rand((), device=device) * num_pairs)
@@ -31,6 +32,9 @@ def official() -> PairLaw:
         return (torch.nn.functional.one_hot(picks, num_pairs).bool() & taken[:, None]).any(0)
 
     return draw
+
+
+PAIR_LAWS.register("official")(released)  # the older name, kept so that existing configs keep working
 
 
 @PAIR_LAWS.register("bernoulli")
@@ -46,7 +50,7 @@ def bernoulli(p: float = 0.5) -> PairLaw:
 
 
 def parse_pair_law(spec: str | PairLaw | None) -> PairLaw | None:
-    """``None``, a callable law, or a registered law name with optional arguments: ``"official"``,
+    """``None``, a callable law, or a registered law name with optional arguments: ``"released"``,
     ``"bernoulli(0.3)"``.
 
     Example:
@@ -58,7 +62,7 @@ def parse_pair_law(spec: str | PairLaw | None) -> PairLaw | None:
         return spec
     match = re.fullmatch(r"\s*([a-z_]+)\s*(?:\((.*)\))?\s*", spec)
     if not match:
-        raise ValueError(f"cannot parse pair-gradient law {spec!r}; expected e.g. 'official' or 'bernoulli(0.5)'")
+        raise ValueError(f"cannot parse pair-gradient law {spec!r}; expected e.g. 'released' or 'bernoulli(0.5)'")
     name, args = match.groups()
     values = [float(a) for a in args.split(",")] if args and args.strip() else []
     return PAIR_LAWS.get(name)(*values)

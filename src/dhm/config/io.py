@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
+from ..methods import get_method
+from ..registry import RegistryError
 from .datakeys import unused_keys
 from .presets import apply_loss_preset
 from .schema import Config
@@ -226,15 +228,34 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
         key, value = parse_override(text)
         _set_dotted(data, key, value)
         _set_dotted(explicit, key, value)
+    apply_method_settings(data)
     apply_loss_preset(data, explicit)
     cfg = _build(Config, data)
     validate(cfg)
     return cfg
 
 
+def apply_method_settings(data: dict[str, Any]) -> None:
+    """Fill in the config keys that the method of ``loss.mode`` sets (:mod:`dhm.methods`) where the recipe and
+    the overrides did not set them; an unknown method is a ConfigError."""
+    mode = (data.get("loss") or {}).get("mode", "dhm")
+    try:
+        method = get_method(str(mode))
+    except RegistryError as exc:
+        raise ConfigError(f"loss.mode: {exc} (`dhm methods` lists them)") from None
+    epochs = (data.get("train") or {}).get("epochs", 10)
+    for dotted, value in method.settings(epochs if isinstance(epochs, int) and epochs > 0 else 10).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node.setdefault(leaf, value)
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
     data = copy.deepcopy(data)
+    apply_method_settings(data)
     apply_loss_preset(data, {})
     cfg = _build(Config, data)
     validate(cfg)

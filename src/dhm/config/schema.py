@@ -20,11 +20,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    mode: str = "dhm"  # ce (main head) | dsl (CE on every head) | dhm (CE + pairwise mimicking)
+    mode: str = "dhm"  # the method (`dhm methods`): ce | ls | dsl | dhm | dhm-rampup | dhm-gentle | ...
     alpha: float = 1.0  # weight of every pair term
     temperature: float = 1.0  # T; the mimicking sum is scaled by T^2
     eps: float = 1.0e-8  # probability smoothing before the log, as released
-    dynamic: str | None = None  # stochastic pair gradients: official | bernoulli(p)
+    dynamic: str | None = None  # stochastic pair gradients: released | bernoulli(p)
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
     label_smoothing: float = 0.0  # on the cross-entropy terms only (never on the mimicking targets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,8 @@ from ..branches import BranchSpec
 from ..config.schema import Config
 from ..data import Bundle, build_dataset, build_loader, split_validation, take_subset
 from ..errors import ConfigError, DataError
-from ..losses import MimicLoss
+from ..losses import TERMS, Objective, Term
+from ..methods import TermSpec, get_method
 from ..models import create_model
 from ..registry import RegistryError
 from .dist import DistInfo
@@ -28,10 +30,11 @@ def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any = None) -> nn.Module:
-    """The model of ``cfg``: ``ce`` mode trains the plain backbone, as the paper's baseline does."""
+    """The model of ``cfg``: the plain backbone when the method's branch policy is ``none`` (``ce``, ``ls``, as the
+    paper's baseline trains), else the backbone with the branches of ``model.branches``."""
     spec = model_spec(cfg, num_classes, in_channels)
     if branches is None:
-        branches = "none" if cfg.loss.mode == "ce" else cfg.model.branches
+        branches = "none" if get_method(cfg.loss.mode).branches == "none" else cfg.model.branches
     if isinstance(branches, list):
         try:
             branches = [BranchSpec(**b) for b in branches]
@@ -52,21 +55,22 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         raise ConfigError(f"cannot build model {spec['name']!r}: {exc}") from None
 
 
-def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> MimicLoss:
+def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> Objective:
+    """The objective of the run's method (``loss.mode``): its term specs as loss terms over ``head_names``."""
     try:
-        return MimicLoss(
-            mode=cfg.loss.mode,
-            alpha=cfg.loss.alpha,
-            temperature=cfg.loss.temperature,
-            eps=cfg.loss.eps,
-            dynamic=cfg.loss.dynamic,
-            rampup_epochs=cfg.loss.rampup_epochs,
-            rampup=cfg.loss.rampup,
-            head_names=head_names,
-            label_smoothing=cfg.loss.label_smoothing,
-        )
+        specs = get_method(cfg.loss.mode).terms(cfg.loss)
+        return Objective([make_term(spec, head_names) for spec in specs], head_names)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from None
+
+
+def make_term(spec: TermSpec, head_names: tuple[str, ...] | None) -> Term:
+    """The loss term of one method term spec; terms that resolve their heads once are given the head names."""
+    cls = TERMS.get(spec.term)
+    options = dict(spec.options)
+    if "names" in inspect.signature(cls).parameters and head_names is not None:
+        options.setdefault("names", head_names)
+    return cls(**options)
 
 
 @dataclass

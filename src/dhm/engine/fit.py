@@ -14,6 +14,7 @@ from ..branches import DHMModel
 from ..config import load_config
 from ..data.own import DeviceLoader
 from ..errors import ConfigError
+from ..methods import get_method
 from . import dist as D
 from .build import build_loss
 from .optim import build_optimizer, build_scheduler
@@ -66,7 +67,7 @@ def fit(
         *([f"data.eval_batch_size={val_loader.batch_size}"] if getattr(val_loader, "batch_size", None) else []),
     ]
     cfg = load_config(None, [*defaults, *_settings(settings)])
-    if cfg.loss.mode != "ce" and not branched:
+    if get_method(cfg.loss.mode).branches != "none" and not branched:
         raise ConfigError(
             f"loss.mode={cfg.loss.mode} trains several heads: give a model from dhm.attach_branches(net, specs), "
             "or set loss.mode=ce for a plain model"

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel
 from ..config import Config
-from ..losses import MimicLoss
+from ..losses import Objective
 from ..tasks import Task, get_task
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
@@ -49,7 +49,7 @@ class Parts:
     ``test``, ...; a split that is absent is not evaluated), and the task that measures them."""
 
     model: nn.Module
-    loss_fn: MimicLoss
+    loss_fn: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train: Loader

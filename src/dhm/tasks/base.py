@@ -59,6 +59,7 @@ class Task:
     report_splits: tuple[str, ...] = ("test",)
     train_metric = "loss"
     panels: tuple[PlotPanel, ...] = ()
+    labels: dict[str, tuple[str, str]] = {}  # metric -> (words, unit) in tables, e.g. {"acc1/main": ("acc", " (%)")}
 
     # ----- training -----------------------------------------------------------------------------------------
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor | None:

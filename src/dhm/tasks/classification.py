@@ -28,6 +28,7 @@ class Classification(Task):
     select_split = "val"
     report_splits = ("test",)
     train_metric = "acc1"
+    labels = {"acc1/main": ("acc", " (%)")}
     panels = (PlotPanel("accuracy.png", "top-1 accuracy per head", "top-1 accuracy (%)", ("val/acc1/", "train/acc1")),)
 
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor:

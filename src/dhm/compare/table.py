@@ -1,0 +1,151 @@
+"""The comparison table: mean +- std over seeds of each mode's selected metric (the run's task names it) on the
+report split for the checkpoint chosen on validation and for the last epoch, every head, and the differences
+to ``ce`` and ``dsl`` in units of the pooled std."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..tasks import Task, get_task
+from .modes import run_dir, seed_list
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values), "values": values}
+
+
+def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> dict[str, Any]:
+    """Mean +- std (sample std) over seeds of the test accuracy of the checkpoint chosen on validation, of the last
+    epoch, and of the best validation accuracy."""
+    rows, unfinished = {}, {}
+    for mode in modes:
+        done = [s for s in seed_list(seeds) if (run_dir(root, mode, s) / "summary.json").is_file()]
+        for s in sorted(set(seed_list(seeds)) - set(done)):
+            unfinished[f"{mode} seed {s}"] = _progress(run_dir(root, mode, s))
+        if not done:
+            continue
+        summaries = [json.loads((run_dir(root, mode, s) / "summary.json").read_text()) for s in done]
+        task, metric, report = measured(summaries[0])
+        vals = [s["val_best"].get(metric) for s in summaries]
+        rows[mode] = {
+            "test_best": _stats([s[report][metric] for s in summaries]),
+            "test_last": _stats([s[f"{report}_last"][metric] for s in summaries]),
+            "val_best": _stats([v for v in vals if v is not None] or [math.nan]),
+            "train_last": _stats([_last_train(run_dir(root, mode, s), task.train_metric) for s in done]),
+            "wall_time_s": _stats([s["wall_time_s"] for s in summaries]),
+            "epochs": summaries[0]["epochs"],
+            "test_heads": _head_stats(summaries, task, report),
+            "task": task.name,
+            "metric": metric,
+            "report": report,
+            "device": summaries[0].get("device", ""),
+        }
+    first = next(iter(rows.values()), {})
+    task = first.get("task", "classification")
+    metric = first.get("metric", get_task(task).primary)
+    return {"root": str(root), "seeds": seed_list(seeds), "modes": rows, "unfinished": unfinished, "task": task,
+            "metric": metric}
+
+
+def measured(summary: dict[str, Any]) -> tuple[Task, str, str]:
+    """A run's task, the metric that selected its checkpoint and its first report split (runs written before
+    summaries named their task are classification runs selected on ``acc1/main``)."""
+    task = get_task(summary.get("task", "classification"))
+    select = summary.get("select") or f"{task.select_split}/{task.primary}"
+    return task, select.split("/", 1)[1], task.report_splits[0]
+
+
+def _last_train(directory: Path, metric: str) -> float:
+    """The run's training ``metric`` in its last epoch (metrics.jsonl), NaN when not recorded."""
+    lines = (directory / "metrics.jsonl").read_text().splitlines() if (directory / "metrics.jsonl").is_file() else []
+    return float(json.loads(lines[-1]).get(f"train/{metric}", math.nan)) if lines else math.nan
+
+
+def _head_stats(summaries: list[dict[str, Any]], task: Task, report: str) -> dict[str, dict[str, float]]:
+    """Every head's (and the ensemble's) metric on the report split (best-val checkpoint), mean +- std."""
+    prefix = task.head_metric("")
+    if prefix is None:
+        return {}
+    keys = [k for k in summaries[0].get(report, {}) if k.startswith(prefix)]
+    return {k.removeprefix(prefix): _stats([s[report][k] for s in summaries]) for k in keys}
+
+
+def _progress(directory: Path) -> dict[str, Any]:
+    """Epochs done and the latest selection score of an unfinished run (from its metrics file)."""
+    metrics = directory / "metrics.jsonl"
+    if not metrics.is_file():
+        return {"epochs_done": 0}
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not lines:
+        return {"epochs_done": 0}
+    last = lines[-1]
+    task = get_task(_run_task(directory))
+    return {"epochs_done": last["epoch"], "val": last.get(f"{task.select_split}/{task.primary}")}
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The comparison table, plus each mode's difference to ``ce`` and ``dsl`` in units of the pooled std."""
+    rows = result["modes"]
+    first = next(iter(rows.values()), {})
+    task = get_task(first.get("task", "classification"))
+    what, unit = task.labels.get(first.get("metric", task.primary), (first.get("metric", task.primary), ""))
+    report = first.get("report", task.report_splits[0])
+    lines = [
+        f"| mode | n | {report} {what}, best-val ckpt{unit} | {report} {what}, last epoch{unit} | best val {what}{unit} "
+        f"| train {what}, last epoch{unit} | time/run (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, r in rows.items():
+        keys = ("test_best", "test_last", "val_best", "train_last")
+        cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" if k in r else "-" for k in keys]
+        lines.append(
+            f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
+        )
+    lines.append("")
+    heads = [m for m, r in rows.items() if len(r.get("test_heads", {})) > 1]
+    if heads:
+        lines += [
+            f"Every head and their ensemble ({report} {what} of the best-val checkpoint{unit}):",
+            "",
+            "| mode | " + " | ".join(rows[heads[0]]["test_heads"]) + " |",
+            "|---|" + "---|" * len(rows[heads[0]]["test_heads"]),
+        ]
+        for mode in heads:
+            cells = [f"{s['mean']:.2f} +- {s['std']:.2f}" for s in rows[mode]["test_heads"].values()]
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for name, p in result.get("unfinished", {}).items():
+        lines.append(
+            f"* unfinished: {name}, {p['epochs_done']} epochs done"
+            + (f", validation {p['val']:.2f}" if p.get("val") is not None else "")
+        )
+    for ref in ("ce", "dsl"):
+        if ref not in rows:
+            continue
+        for mode, r in rows.items():
+            if mode == ref:
+                continue
+            a, b = r["test_best"], rows[ref]["test_best"]
+            pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
+            diff = a["mean"] - b["mean"]
+            spread = f" = {diff / pooled:+.1f} pooled std" if pooled > 0 else " (one seed: no spread to compare with)"
+            lines.append(f"* {mode} - {ref}: {diff:+.2f} points ({report}, best-val checkpoint){spread}")
+    return "\n".join(lines)
+
+
+
+
+def _run_task(directory: Path) -> str:
+    """The task of a run directory's config (classification when not recorded)."""
+    import yaml
+
+    config = directory / "config.yaml"
+    data = yaml.safe_load(config.read_text()) if config.is_file() else {}
+    return ((data or {}).get("train") or {}).get("task", "classification")

@@ -1,0 +1,23 @@
+"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``), pair graphs
+(``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
+(:class:`MimicLoss`, :func:`mimic_loss`)."""
+
+from .kl import PAIR_GRAPHS, graph_weights, pair_kl
+from .mimic import MODES, MimicLoss, mimic_loss
+from .objective import Objective, head_names
+from .terms import TERMS, CrossEntropy, PairKL, Term
+
+__all__ = [
+    "MODES",
+    "PAIR_GRAPHS",
+    "TERMS",
+    "CrossEntropy",
+    "MimicLoss",
+    "Objective",
+    "PairKL",
+    "Term",
+    "graph_weights",
+    "head_names",
+    "mimic_loss",
+    "pair_kl",
+]

@@ -1,0 +1,63 @@
+"""An objective: the sum of a method's loss terms over a model's named head outputs, in float32 (autocast off),
+returning the total as ``"loss"`` and every term's logged components."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .terms import Term
+
+
+def head_names(logits: Sequence[Tensor] | Tensor, given: Sequence[str] | None) -> list[str] | None:
+    """The names of the heads in ``logits``: its own (a branched model's output is a named tuple, fields ``main,
+    head1, ...``), checked against ``given`` when both exist; a count or name mismatch is an error, never a head
+    silently dropped."""
+    count = 1 if isinstance(logits, Tensor) else len(logits)
+    own = getattr(logits, "_fields", None)
+    if given is not None and len(given) != count:
+        raise ValueError(f"the loss was given {len(given)} head names {list(given)} for an output of {count} heads")
+    if own is not None and given is not None and tuple(given) != tuple(own):
+        raise ValueError(f"the loss was given head names {list(given)}, but the model's output names {list(own)}")
+    return list(own) if own is not None else (list(given) if given is not None else None)
+
+
+def default_names(count: int) -> list[str]:
+    """``main, head1, head2, ...``."""
+    return ["main"] + [f"head{k}" for k in range(1, count)]
+
+
+class Objective(nn.Module):
+    """The sum of ``terms`` (:mod:`dhm.losses.terms`).
+
+    Example:
+        >>> loss_fn = Objective([CrossEntropy("main"), PairKL({"main->head1": 1.0})], head_names=model.head_names)
+        >>> out = loss_fn(model(images), labels)          # out["loss"].backward(); log the rest
+    """
+
+    def __init__(self, terms: Sequence[Term], head_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+        self.head_names = tuple(head_names) if head_names is not None else None
+
+    def set_progress(self, epoch: float) -> None:
+        """Tell every term where training is (fractional epoch), e.g. for a ramped-up weight."""
+        for term in self.terms:
+            term.set_progress(epoch)
+
+    def forward(self, outputs: Sequence[Tensor] | Tensor, target: Tensor) -> dict[str, Tensor]:
+        names = head_names(outputs, self.head_names)
+        heads = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+        names = list(names) if names is not None else default_names(len(heads))
+        # Autocast would run the pair contraction (einsum -> bmm) in bf16/fp16: the whole loss stays in float32.
+        with torch.autocast(heads[0].device.type, enabled=False):
+            out: dict[str, Tensor] = {}
+            total = None
+            for term in self.terms:
+                part = term(heads, names, target, out)
+                if part is not None:
+                    total = part if total is None else total + part
+            out["loss"] = total
+        return out

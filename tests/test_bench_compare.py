@@ -62,9 +62,7 @@ def test_modes_fully_specify_the_dynamic_options():
 
 
 def test_compare_runs_skips_and_tabulates(tmp_path):
-    assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup", "dhm-gentle"} <= set(
-        METHODS
-    )
+    assert {"ce", "dsl", "dhm", "dhm-official", "dhm-bernoulli", "dhm-fork", "dhm-rampup", "dhm-gentle"} <= set(METHODS)
     overrides = COMPARE_TINY
     result = run_compare("smoke", 2, ["ce", "dhm-official"], overrides, tmp_path, log=lambda s: None)
     for mode in ("ce", "dhm-official"):

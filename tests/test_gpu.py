@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dhm.config import load_config
-from dhm.engine import build_trainer
+from dhm.engine import Trainer, build_trainer
 
 pytestmark = [
     pytest.mark.gpu,

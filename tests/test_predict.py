@@ -12,8 +12,8 @@ from PIL import Image
 from dhm.cli import main
 from dhm.config import load_config
 from dhm.engine import build_trainer
-from dhm.export import export
 from dhm.errors import CheckpointError
+from dhm.export import export
 from dhm.predict import load_deployed, load_images, predict
 
 SMOKE = ["train.progress=false", "train.epochs=1", "data.train_size=256", "data.test_size=64", "data.val_size=64"]

@@ -16,21 +16,31 @@ from .branches import (
     stage_plan,
     strip,
 )
+from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
-from .losses import MimicLoss, mimic_loss
-from .official import load_official
+from .losses import MimicLoss, Objective, mimic_loss
+from .methods import METHODS, Method, TermSpec
 from .models import create_model, list_models, paper_branches, register_model
+from .official import load_official
+from .tasks import TASKS, Task
 from .version import __version__
 
 __all__ = [
+    "METHODS",
+    "TASKS",
     "BranchSpec",
     "DHMModel",
+    "Method",
     "MimicLoss",
+    "Objective",
     "StagePlan",
     "StagedBackbone",
+    "Task",
+    "TermSpec",
     "__version__",
     "attach_branches",
     "create_model",
+    "evaluate_checkpoint",
     "fit",
     "list_models",
     "load_official",

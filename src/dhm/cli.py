@@ -8,200 +8,23 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .cli_commands import (
+    cmd_bench,
+    cmd_compare,
+    cmd_config,
+    cmd_eval,
+    cmd_export,
+    cmd_import_official,
+    cmd_inspect,
+    cmd_methods,
+    cmd_models,
+    cmd_predict,
+    cmd_recipes,
+    cmd_train,
+)
 from .errors import DHMError, Terminated
 from .registry import RegistryError
 from .version import __version__
-
-
-def _split_recipe(args: Sequence[str]) -> tuple[str, list[str]]:
-    """``[RECIPE] [key=value ...]``: the recipe is optional (default ``demo``)."""
-    args = list(args)
-    if args and "=" not in args[0]:
-        return args[0], args[1:]
-    return "demo", args
-
-
-def cmd_train(ns: argparse.Namespace) -> int:
-    from .config import load_config
-    from .engine import train
-
-    recipe, overrides = _split_recipe(ns.args)
-    summary = train(load_config(recipe, overrides))
-    if summary.get("world_size", 1) == 1 or _rank() == 0:
-        print(summary["run_dir"])
-    return 0
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", 0))
-
-
-def cmd_eval(ns: argparse.Namespace) -> int:
-    from .engine import evaluate_checkpoint
-
-    report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads)
-    for name, result in report.splits.items():
-        print(f"{name}: {report.task.describe(result)}")
-    return 0
-
-
-def cmd_predict(ns: argparse.Namespace) -> int:
-    from .predict import load_deployed, load_images, predict
-
-    deployed = load_deployed(ns.checkpoint)
-    files, images = load_images(ns.images, deployed.input_size)
-    for path, top in zip(files, predict(deployed, images, ns.top_k)):
-        print(f"{path}: " + "  ".join(f"{name} {100 * p:.1f}%" for name, p in top))
-    return 0
-
-
-def cmd_export(ns: argparse.Namespace) -> int:
-    from .export import export
-
-    print(export(ns.checkpoint, ns.format, ns.output))
-    return 0
-
-
-def cmd_models(ns: argparse.Namespace) -> int:
-    import difflib
-
-    from .models import list_models, paper_branches
-
-    names = list_models(ns.pattern)
-    if not names:
-        every = list_models()
-        close = difflib.get_close_matches(ns.pattern.strip("*"), every, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        near = [n for n in every if ns.pattern.strip("*").lower() in n.lower()]
-        if near:
-            hint = f"; the pattern is a glob over whole names: try '*{ns.pattern.strip('*')}*' ({', '.join(near[:4])})"
-        raise DHMError(f"no model matches {ns.pattern!r}{hint} (`dhm models` lists them all)")
-    for name in names:
-        layout = "; ".join(
-            f"{s.fork}->{list(s.depths)}" + (f" x{s.width:g}" if s.width != 1.0 else "") for s in paper_branches(name)
-        )
-        print(f"{name:22s} paper branches: {layout}")
-    if ns.pattern == "*":
-        print("also torchvision:<name> and timm:<name> (optional libraries); `dhm inspect MODEL` shows the stages")
-    return 0
-
-
-def cmd_import_official(ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .official import import_official
-
-    output = ns.output or str(Path(ns.checkpoint).with_name(Path(ns.checkpoint).name.split(".")[0] + "_dhm.pt"))
-    print(import_official(ns.checkpoint, ns.model, output, ns.classes))
-    return 0
-
-
-def cmd_inspect(ns: argparse.Namespace) -> int:
-    from .model_report import format_report, inspect_model
-
-    print(format_report(inspect_model(ns.model, ns.specs, ns.classes, ns.input_size)))
-    return 0
-
-
-def cmd_methods(ns: argparse.Namespace) -> int:
-    from .methods import METHODS, list_methods
-    from .tasks import TASKS
-
-    for name in list_methods(aliases=True):
-        method = METHODS.get(name)
-        terms = " + ".join(spec.term for spec in method.terms(_loss_defaults()))
-        print(f"{name:16s} branches {method.branches:6s} terms {terms:12s} {method.doc}")
-    print(f"tasks (train.task): {', '.join(TASKS.list())}")
-    return 0
-
-
-def _loss_defaults():
-    from .config.schema import LossConfig
-
-    return LossConfig()
-
-
-def cmd_recipes(ns: argparse.Namespace) -> int:
-    from .config.io import RECIPES_DIR, list_recipes
-
-    for name in list_recipes():
-        first = (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0]
-        print(f"{name:36s} {first.lstrip('# ').strip()}")
-    return 0
-
-
-def cmd_config(ns: argparse.Namespace) -> int:
-    from .config import dump_config, load_config
-
-    if ns.keys:
-        from .config.keys import describe_keys
-
-        rows = describe_keys()
-        width = max(len(r.key) for r in rows)
-        for r in rows:
-            print(f"{r.key:<{width}}  {r.type:<18} {r.default:<14} {r.comment}".rstrip())
-        return 0
-    recipe, overrides = _split_recipe([ns.recipe, *ns.overrides])
-    print(dump_config(load_config(recipe, overrides)), end="")
-    return 0
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
-def cmd_bench(ns: argparse.Namespace) -> int:
-    from .bench import run_bench, save, to_markdown
-    from .engine.compiling import resolve_compile
-
-    compile_options = tuple(resolve_compile(c) or False for c in _csv(ns.compile))
-    best = None
-    if ns.best:
-        precision, fmt, compiled = _csv(ns.best)
-        best = (precision, fmt, resolve_compile(compiled) or False)
-    result = run_bench(
-        ns.model,
-        ns.classes,
-        ns.batch,
-        _csv(ns.suite),
-        _csv(ns.modes),
-        _csv(ns.precisions),
-        _csv(ns.formats),
-        compile_options,
-        _ints("--batches", ns.batches),
-        ns.steps,
-        ns.warmup,
-        ns.device,
-        best,
-        engine=not ns.no_engine,
-    )
-    save(result, ns.json, ns.markdown)
-    print(to_markdown(result))
-    return 0
-
-
-def _ints(option: str, text: str) -> tuple[int, ...]:
-    """A comma-separated list of positive integers, or one line saying what is wrong."""
-    try:
-        values = tuple(int(v) for v in _csv(text))
-    except ValueError:
-        raise DHMError(f"{option} takes comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise DHMError(f"{option} takes comma-separated positive integers, got {text!r}")
-    return values
-
-
-def cmd_compare(ns: argparse.Namespace) -> int:
-    from .compare import run_compare, to_markdown
-
-    result = run_compare(
-        ns.recipe, ns.seeds, _csv(ns.modes), ns.overrides, ns.out, jobs=ns.jobs, train_runs=not ns.no_train
-    )
-    print(to_markdown(result))
-    print(result["root"])
-    return 0
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -48,7 +48,11 @@ class Deployed:
 def rebuild(spec: dict[str, Any], state: dict[str, torch.Tensor], what: str) -> nn.Module:
     """The plain model of ``spec`` with the weights ``state`` (strictly), in eval mode."""
     model = create_model(
-        spec["name"], num_classes=spec["num_classes"], branches="none", in_channels=spec["in_channels"], **spec["kwargs"]
+        spec["name"],
+        num_classes=spec["num_classes"],
+        branches="none",
+        in_channels=spec["in_channels"],
+        **spec["kwargs"],
     )
     load_state(model, state, what)
     return model.eval()

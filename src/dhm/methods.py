@@ -75,9 +75,7 @@ def _method(name: str, terms: Callable, branches: str = "recipe", settings: Call
 
 
 _method("ce", ce_terms, "none", doc="plain training: the backbone alone, cross-entropy")
-_method(
-    "ls", ce_terms, "none", lambda e: {"loss.label_smoothing": 0.1}, "plain training with label smoothing 0.1"
-)
+_method("ls", ce_terms, "none", lambda e: {"loss.label_smoothing": 0.1}, "plain training with label smoothing 0.1")
 _method("dsl", lambda loss: ce_terms(loss, "all"), doc="deep supervision: the branches, cross-entropy on every head")
 _method("dhm", dhm_terms, doc="DHM: cross-entropy on every head + pairwise mimicking (loss.* as configured)")
 _method(
@@ -106,8 +104,12 @@ _method(
     doc="DHM with loss.preset=gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md)",
 )
 METHODS.register("dhm-official")(
-    Method(dhm_terms, settings=lambda e: {"loss.dynamic": "released"}, doc="old name of dhm-released",
-           alias_of="dhm-released")
+    Method(
+        dhm_terms,
+        settings=lambda e: {"loss.dynamic": "released"},
+        doc="old name of dhm-released",
+        alias_of="dhm-released",
+    )
 )
 
 

@@ -15,6 +15,7 @@ from .errors import DataError
 
 __all__ = ["Deployed", "load_deployed", "load_images", "predict"]
 
+
 def load_images(paths: list[str | Path], input_size: list[int]) -> tuple[list[Path], torch.Tensor]:
     """Image files (folders are searched recursively) as a uint8 (N, C, H, W) batch at the model's input size:
     small inputs (CIFAR-like) are resized, large ones (ImageNet-like) resized and centre-cropped."""

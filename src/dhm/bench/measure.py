@@ -17,8 +17,8 @@ from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compi
 from ..engine.precision import autocast
 from ..engine.step import EagerStep
 from ..losses import MimicLoss
-from ..tasks import get_task
 from ..models import create_model, paper_branches
+from ..tasks import get_task
 from ..version import __version__
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
-from . import trace
+from . import trace, trace_parts
 from .trace import PartFn, SplitError
 
 #: ``(backbone, index, blocks, width, in_channels) -> (fresh stage, its output channels)``
@@ -138,12 +138,12 @@ def traced_plan(
     """A plan cut from ``net``'s traced forward (at ``stage_paths``, or where the resolution drops). Branch stages
     and heads are re-initialised copies of the backbone's own parts unless ``copy_stage``/``copy_head`` are given."""
     found = trace.split(net, example, stage_paths)
-    stem, runs, head = trace.parts(net, found)
+    stem, runs, head = trace_parts.parts(net, found)
     hw = found.input_hw
     bounds = [found.stem_end, *found.stage_ends]
     stage_list = []
     for i, (end, run) in enumerate(zip(found.stage_ends, runs)):
-        calls = trace.stage_calls(found, i)
+        calls = trace_parts.stage_calls(found, i)
         shape = found.shapes[end]
         single = len(calls) == 1 and _is_single_call(found, i)
         sequential = (
@@ -167,22 +167,22 @@ def traced_plan(
         path = stage_list[index].sequential
         if path is not None:  # one nn.Sequential: copy its first blocks (block-wise, for the stochastic fork point)
             stage = copy.deepcopy(backbone.get_submodule(path))[:blocks]
-            trace.reset(stage)
+            trace_parts.reset(stage)
         else:
-            kept = trace.stage_calls(found, index)[blocks - 1]
+            kept = trace_parts.stage_calls(found, index)[blocks - 1]
             channels = found.shapes.get(kept.name, (0, 0))[1]
             if channels != stage_list[index].channels:
                 raise ValueError(
                     f"the first {blocks} module calls of stage {stage_list[index].name!r} end at {channels} channels, "
                     f"not the stage's {stage_list[index].channels}; choose other depths"
                 )
-            stage = trace.copy_part(
+            stage = trace_parts.copy_part(
                 backbone, found, bounds[index], bounds[index + 1], None if blocks == total else blocks
             )
         return stage, stage_list[index].channels
 
     def replica_head(backbone: nn.Module, in_channels: int, classes: int) -> nn.Module:
-        return _with_classes(trace.copy_part(backbone, found, found.stage_ends[-1], None), num_classes, classes)
+        return _with_classes(trace_parts.copy_part(backbone, found, found.stage_ends[-1], None), num_classes, classes)
 
     return StagePlan(
         stem=stem,

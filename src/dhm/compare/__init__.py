@@ -6,5 +6,14 @@ from .plots import plot, plot_dynamics
 from .run import run_compare
 from .table import summarise, to_markdown
 
-__all__ = ["STATIC", "mode_overrides", "plot", "plot_dynamics", "run_compare", "run_dir", "seed_list", "summarise",
-           "to_markdown"]
+__all__ = [
+    "STATIC",
+    "mode_overrides",
+    "plot",
+    "plot_dynamics",
+    "run_compare",
+    "run_dir",
+    "seed_list",
+    "summarise",
+    "to_markdown",
+]

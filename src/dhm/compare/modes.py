@@ -19,8 +19,11 @@ STATIC = {"loss.dynamic": "null", "loss.rampup_epochs": 0, "model.dynamic_fork":
 
 
 def _text(value: object) -> str:
-    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
-        or isinstance(value, bool) else str(value)
+    return (
+        {True: "true", False: "false", None: "null"}.get(value, str(value))
+        if not isinstance(value, (int, float)) or isinstance(value, bool)
+        else str(value)
+    )
 
 
 def mode_overrides(mode: str, cfg: Config) -> list[str]:

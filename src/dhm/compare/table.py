@@ -50,13 +50,19 @@ def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> d
     first = next(iter(rows.values()), {})
     task = first.get("task", "classification")
     metric = first.get("metric", get_task(task).primary)
-    return {"root": str(root), "seeds": seed_list(seeds), "modes": rows, "unfinished": unfinished, "task": task,
-            "metric": metric}
+    return {
+        "root": str(root),
+        "seeds": seed_list(seeds),
+        "modes": rows,
+        "unfinished": unfinished,
+        "task": task,
+        "metric": metric,
+    }
 
 
 def measured(summary: dict[str, Any]) -> tuple[Task, str, str]:
     """A run's task, the metric that selected its checkpoint and its first report split (runs written before
-    summaries named their task are classification runs selected on ``acc1/main``)."""
+    summaries named their task are classification runs selected on its primary metric)."""
     task = get_task(summary.get("task", "classification"))
     select = summary.get("select") or f"{task.select_split}/{task.primary}"
     return task, select.split("/", 1)[1], task.report_splits[0]
@@ -138,8 +144,6 @@ def to_markdown(result: dict[str, Any]) -> str:
             spread = f" = {diff / pooled:+.1f} pooled std" if pooled > 0 else " (one seed: no spread to compare with)"
             lines.append(f"* {mode} - {ref}: {diff:+.2f} points ({report}, best-val checkpoint){spread}")
     return "\n".join(lines)
-
-
 
 
 def _run_task(directory: Path) -> str:

@@ -85,7 +85,7 @@ class TrainConfig:
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
     threads: int = 0  # torch CPU threads (0 = torch's default)
     task: str = "classification"  # what is trained and measured (dhm.TASKS): classification
-    select: str = ""  # the validation metric that picks best.pt, e.g. acc1/head1 or loss ("" = the task's primary)
+    select: str = ""  # the validation metric that picks best.pt, e.g. loss ("" = the task's primary metric)
 
 
 @dataclass

@@ -44,15 +44,23 @@ Source = TensorSource | FileSource
 
 @dataclass
 class Bundle:
-    """A dataset's train and test splits (the validation split is carved from train later) and its facts."""
+    """A dataset's named splits and its facts: ``train``, ``test`` (``None`` where a dataset has none) and any
+    further evaluation splits in ``more`` (``{"query": ..., "gallery": ...}``). The validation split is carved
+    from ``train`` later, as the run's config says."""
 
     train: Source
-    test: Source
+    test: Source | None
     classes: list[str]
     channels: int
     mean: tuple[float, ...] = ()  # per channel, in [0, 1] units; empty = computed from the training images
     std: tuple[float, ...] = ()
-    extra: dict = field(default_factory=dict)
+    more: dict[str, Source] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> dict[str, Source]:
+        """Every split by name, ``train`` first (absent ones left out)."""
+        named = {"train": self.train, "test": self.test, **self.more}
+        return {name: source for name, source in named.items() if source is not None}
 
     def __post_init__(self) -> None:
         if not self.mean and isinstance(self.train, TensorSource):

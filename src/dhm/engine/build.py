@@ -11,11 +11,12 @@ from torch import nn
 from ..branches import BranchSpec
 from ..config.schema import Config
 from ..data import Bundle, build_dataset, build_loader, split_validation, take_subset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..losses import TERMS, Objective, Term
 from ..methods import TermSpec, get_method
 from ..models import create_model
 from ..registry import RegistryError
+from ..tasks import Task, get_task
 from .dist import DistInfo
 
 
@@ -92,8 +93,10 @@ class RunData:
         return self.splits.get("test")
 
 
-def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> RunData:
-    """Read the dataset, carve the validation split, check labels, and build the three loaders."""
+def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: Task | None = None) -> RunData:
+    """Read the dataset, carve the validation split, let the task check the labels, and build the training loader
+    and one evaluation loader per split (``val`` and every named split of the dataset but ``train``)."""
+    task = task or get_task("classification")
     try:
         bundle = build_dataset(cfg.data)
     except RegistryError as exc:
@@ -101,13 +104,8 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> RunD
     train_src, val_src = split_validation(bundle.train, cfg.data.val_size, cfg.data.split_seed)
     train_src = take_subset(train_src, cfg.data.train_subset, cfg.data.split_seed)
     num_classes = cfg.model.num_classes or len(bundle.classes)
-    for split, src in (("train", bundle.train), ("test", bundle.test)):
-        low, high = (int(src.labels.min()), int(src.labels.max())) if len(src.labels) else (0, 0)
-        if low < 0 or high >= num_classes:
-            raise DataError(
-                f"{split} label {low if low < 0 else high} is out of range for {num_classes} classes "
-                "(labels must be 0..classes-1; model.num_classes)"
-            )
+    for split, src in bundle.splits.items():
+        task.check_labels(split, src.labels, num_classes)
     common = dict(
         augment=cfg.data.augment,
         mean=bundle.mean,
@@ -119,6 +117,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> RunD
         image_size=cfg.data.image_size,
         workers=cfg.data.workers,
     )
+    evals = {"val": val_src, **{name: src for name, src in bundle.splits.items() if name != "train"}}
     try:
         train = build_loader(
             train_src,
@@ -128,8 +127,10 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False) -> RunD
             accum=cfg.train.accum_steps,
             **common,
         )
-        val = build_loader(val_src, train=False, batch_size=cfg.data.eval_batch_size, **common) if val_src else None
-        test = build_loader(bundle.test, train=False, batch_size=cfg.data.eval_batch_size, **common)
+        splits = {
+            name: build_loader(src, train=False, batch_size=cfg.data.eval_batch_size, **common) if src else None
+            for name, src in evals.items()
+        }
     except RegistryError as exc:
         raise ConfigError(f"data.augment: {exc}") from None
-    return RunData(bundle, train, {"val": val, "test": test}, num_classes)
+    return RunData(bundle, train, splits, num_classes)

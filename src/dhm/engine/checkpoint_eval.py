@@ -50,7 +50,7 @@ def evaluate_checkpoint(path: str | Path, overrides: Sequence[str] = (), heads: 
         task = get_task(cfg.train.task)
     except RegistryError as exc:
         raise DHMError(f"train.task: {exc}") from None
-    run_data = build_data(cfg, runtime.dist, runtime.channels_last)
+    run_data = build_data(cfg, runtime.dist, runtime.channels_last, task)
     if deployed is not None:  # the plain backbone: the deployed head only
         model = deployed.model.to(runtime.device)
     else:

@@ -33,8 +33,18 @@ class Steps:
 
 
 def run_steps(
-    epoch: int, model: nn.Module, step: EagerStep, parts: Parts, runtime: Runtime, task: Task, *,
-    steps: int, accum: int, display: Display, last_lr: float, batch_size: int = 0,
+    epoch: int,
+    model: nn.Module,
+    step: EagerStep,
+    parts: Parts,
+    runtime: Runtime,
+    task: Task,
+    *,
+    steps: int,
+    accum: int,
+    display: Display,
+    last_lr: float,
+    batch_size: int = 0,
 ) -> Steps:
     """The optimizer steps of one epoch. Nothing in here waits for the device unless a progress bar is drawn."""
     loader = parts.train
@@ -85,16 +95,36 @@ def run_steps(
 
 
 def train_one_epoch(
-    epoch: int, model: nn.Module, step: EagerStep, parts: Parts, runtime: Runtime, task: Task, *,
-    steps: int, accum: int, display: Display, last_lr: float, kept_epoch: int, batch_size: int = 0,
+    epoch: int,
+    model: nn.Module,
+    step: EagerStep,
+    parts: Parts,
+    runtime: Runtime,
+    task: Task,
+    *,
+    steps: int,
+    accum: int,
+    display: Display,
+    last_lr: float,
+    kept_epoch: int,
+    batch_size: int = 0,
 ) -> tuple[dict[str, float], float]:
     """One epoch of optimizer steps. Returns the epoch's record entries (``train/<loss component>``, the task's
     ``train/<metric>``, ``images_per_s``) and the learning rate of its last step. ``kept_epoch`` (the epochs
     last.pt holds) is named when the run diverges."""
     start = time.perf_counter()
     done = run_steps(
-        epoch, model, step, parts, runtime, task,
-        steps=steps, accum=accum, display=display, last_lr=last_lr, batch_size=batch_size,
+        epoch,
+        model,
+        step,
+        parts,
+        runtime,
+        task,
+        steps=steps,
+        accum=accum,
+        display=display,
+        last_lr=last_lr,
+        batch_size=batch_size,
     )
     sums = done.sums
     tensors = [*parts.model.parameters(), *(b for b in parts.model.buffers() if b.is_floating_point())]

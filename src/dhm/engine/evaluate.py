@@ -12,6 +12,7 @@ from . import dist as D
 from .precision import autocast
 from .progress import LogProgress
 
+
 def evaluate(
     model: nn.Module,
     loader: Iterable,

@@ -77,8 +77,13 @@ def finish_run(
     )
     if dist.is_main:
         meta = parts.meta
-        info = {"classes": meta.classes, "mean": meta.mean, "std": meta.std, "config": config,
-                "input_size": meta.input_size}
+        info = {
+            "classes": meta.classes,
+            "mean": meta.mean,
+            "std": meta.std,
+            "config": config,
+            "input_size": meta.input_size,
+        }
         save_atomic(deploy_payload(strip(unwrap(parts.model)), meta.model_spec, info), run_dir / "deploy.pt")
         plot_history(state.history, run_dir, task.panels)
         if reports[first] is not None or val_best:

@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel
 from ..config import Config
+from ..errors import ConfigError
 from ..losses import Objective
+from ..registry import RegistryError
 from ..tasks import Task, get_task
 from . import dist as D
 from .build import build_data, build_loss, build_model, model_spec
@@ -85,8 +87,11 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     device."""
     dist, channels_last = runtime.dist, runtime.channels_last
     D.seed_everything(cfg.train.seed, cfg.train.deterministic)
-    task = get_task(cfg.train.task)
-    data = build_data(cfg, dist, channels_last)
+    try:
+        task = get_task(cfg.train.task)
+    except RegistryError as exc:
+        raise ConfigError(f"train.task: {exc}") from None
+    data = build_data(cfg, dist, channels_last, task)
     in_channels = cfg.model.in_channels or data.bundle.channels
     model = build_model(cfg, data.num_classes, in_channels).to(dist.device)
     if channels_last:

@@ -1,5 +1,5 @@
 """What a run writes for people and programs: metrics.jsonl / metrics.csv (rewritten atomically from the run's
-history, so a resumed run never duplicates an epoch), TensorBoard when installed, and the final summary table."""
+history, so a resumed run never duplicates an epoch), TensorBoard when installed."""
 
 from __future__ import annotations
 
@@ -52,19 +52,3 @@ class Recorder:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
-
-
-def summary_table(
-    heads: list[str], val: dict[str, float], test_best: dict[str, float], test_last: dict[str, float]
-) -> str:
-    """A fixed-width table of top-1 accuracy (%) per head: validation and test of the best checkpoint, test of the
-    last epoch."""
-    rows = [("head", "val (best)", "test (best)", "test (last)")]
-    for head in [*heads, "ensemble"]:
-        key = f"acc1/{head}"
-        if key in test_best or key in val:
-            rows.append((head, *(f"{d[key]:.2f}" if key in d else "-" for d in (val, test_best, test_last))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

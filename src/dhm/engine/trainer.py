@@ -35,7 +35,7 @@ class Trainer:
 
     Example:
         >>> summary = build_trainer(load_config("demo")).fit()
-        >>> summary["test_acc1"]
+        >>> summary["test"]  # the task's metrics of the checkpoint chosen on validation
     """
 
     def __init__(self, cfg: Config, parts: Parts, runtime: Runtime) -> None:
@@ -113,8 +113,16 @@ class Trainer:
         if self.step is None or self.step.model is not model:
             r, train = self.runtime, self.cfg.train
             self.step = make_step(
-                r.cuda_graph, model, self.loss_fn, self.optimizer, self.scaler, r.amp, r.device,
-                train.accum_steps, self.dist.distributed, counters=self.task.step_counters,
+                r.cuda_graph,
+                model,
+                self.loss_fn,
+                self.optimizer,
+                self.scaler,
+                r.amp,
+                r.device,
+                train.accum_steps,
+                self.dist.distributed,
+                counters=self.task.step_counters,
             )
         return self.step
 

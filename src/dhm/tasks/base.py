@@ -59,7 +59,11 @@ class Task:
     report_splits: tuple[str, ...] = ("test",)
     train_metric = "loss"
     panels: tuple[PlotPanel, ...] = ()
-    labels: dict[str, tuple[str, str]] = {}  # metric -> (words, unit) in tables, e.g. {"acc1/main": ("acc", " (%)")}
+    labels: dict[str, tuple[str, str]] = {}  # metric -> (words, unit) shown in comparison tables
+
+    # ----- data ---------------------------------------------------------------------------------------------
+    def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
+        """Refuse labels the task cannot train or evaluate (raise :class:`~dhm.errors.DataError`)."""
 
     # ----- training -----------------------------------------------------------------------------------------
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor | None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..branches import DHMModel, unwrap
+from ..errors import DataError
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
 
 
@@ -30,6 +31,15 @@ class Classification(Task):
     train_metric = "acc1"
     labels = {"acc1/main": ("acc", " (%)")}
     panels = (PlotPanel("accuracy.png", "top-1 accuracy per head", "top-1 accuracy (%)", ("val/acc1/", "train/acc1")),)
+
+    def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
+        """Class indices 0..classes-1 in every split (a test label outside the training classes is refused)."""
+        low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+        if low < 0 or high >= num_classes:
+            raise DataError(
+                f"{split} label {low if low < 0 else high} is out of range for {num_classes} classes "
+                "(labels must be 0..classes-1; model.num_classes)"
+            )
 
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor:
         """Correct predictions per head, main first."""
@@ -94,8 +104,11 @@ class Classification(Task):
     def summary_entries(self, best: dict[str, float], last: dict[str, float], val: dict[str, float]) -> dict:
         """The keys scripts read: ``test_acc1`` (the checkpoint chosen on validation), ``test_acc1_last``,
         ``best_val_acc1``."""
-        return {"test_acc1": best.get("acc1/main"), "test_acc1_last": last.get("acc1/main"),
-                "best_val_acc1": val.get("acc1/main")}
+        return {
+            "test_acc1": best.get("acc1/main"),
+            "test_acc1_last": last.get("acc1/main"),
+            "best_val_acc1": val.get("acc1/main"),
+        }
 
     def summary_table(
         self, heads: Sequence[str], val: dict[str, float], best: dict[str, float], last: dict[str, float]

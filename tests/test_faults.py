@@ -32,7 +32,8 @@ TIMING = {"time_s", "images_per_s", "wall_time", "wall_time_s"}
 
 def _kill_at(kind: str, n: int) -> None:
     """Patch the event ``kind`` so that its ``n``-th occurrence SIGKILLs this process."""
-    from dhm.engine import checkpoint, finish, recorder, step, trainer
+    from dhm import files as checkpoint  # the checkpoint file format: atomic writes (os.replace) and torch.save
+    from dhm.engine import finish, recorder, step, trainer
 
     count = [0]
 

@@ -23,7 +23,7 @@ RULES: dict[str, tuple[Check, ...]] = {
     "model.widths": ((GE, 1, "positive channel counts"),),
     "loss.alpha": ((GE, 0, ">= 0"),),
     "loss.temperature": ((GT, 0, "> 0"),),
-    "loss.eps": ((GT, 0, "> 0"), (LT, 1, "< 1")),
+    "loss.eps": ((GE, 0, ">= 0 (0 = exact log-softmax)"), (LT, 1, "< 1")),
     "loss.rampup_epochs": ((GE, 0, ">= 0"),),
     "loss.label_smoothing": ((GE, 0, ">= 0"), (LT, 1, "< 1")),
     "data.val_size": ((GE, 0, ">= 0"),),

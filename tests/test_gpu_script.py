@@ -45,7 +45,8 @@ def test_gpu_script_tiny_mode_reports_and_resumes(tmp_path):
     assert not raw["accuracy"]["unfinished"] and len(raw["pipeline"]) == 2
     assert (tmp_path / "out" / "compare.png").is_file() and (tmp_path / "out" / "logs.tgz").is_file()
     ls = json.loads((tmp_path / "work" / "accuracy" / "ls" / "seed0" / "summary.json").read_text())
-    assert ls["config"]["loss"]["label_smoothing"] == 0.1 and ls["config"]["loss"]["mode"] == "ce"
+    # the run names its method (ls: the plain model, label smoothing 0.1)
+    assert ls["config"]["loss"]["label_smoothing"] == 0.1 and ls["config"]["loss"]["mode"] == "ls"
 
     second = _run(tmp_path / "out2", tmp_path / "work")
     assert second.returncode == 0 and second.stdout.count("done before, skipped") == 4, second.stdout[-3000:]

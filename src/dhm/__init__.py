@@ -10,12 +10,14 @@ Example:
 from .branches import (
     BranchSpec,
     DHMModel,
+    HeadOutputs,
     StagedBackbone,
     StagePlan,
     attach_branches,
     stage_plan,
     strip,
 )
+from .data import SAMPLERS, Batch
 from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
 from .losses import MimicLoss, Objective, mimic_loss
@@ -27,9 +29,12 @@ from .version import __version__
 
 __all__ = [
     "METHODS",
+    "SAMPLERS",
     "TASKS",
+    "Batch",
     "BranchSpec",
     "DHMModel",
+    "HeadOutputs",
     "Method",
     "MimicLoss",
     "Objective",

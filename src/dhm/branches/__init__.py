@@ -1,7 +1,7 @@
 """Side branches: specs, stage plans, staged backbones, builders and the branched model."""
 
 from .builders import BRANCH_BUILDERS, Branch
-from .model import DHMModel, attach_branches, strip, unwrap
+from .model import DHMModel, HeadOutputs, attach_branches, head_logits, strip, unwrap
 from .plan import PLAN_SOURCES, Stage, StagePlan, stage_plan
 from .spec import BranchSpec
 from .staged import StagedBackbone
@@ -13,11 +13,13 @@ __all__ = [
     "Branch",
     "BranchSpec",
     "DHMModel",
+    "HeadOutputs",
     "SplitError",
     "Stage",
     "StagePlan",
     "StagedBackbone",
     "attach_branches",
+    "head_logits",
     "stage_plan",
     "strip",
     "unwrap",

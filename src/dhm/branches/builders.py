@@ -26,8 +26,15 @@ class Branch(nn.Module):
         self.head = head
         self.max_offset = max_offset
 
-    def forward(self, x: Tensor, main_feats: Sequence[Tensor] | None = None, offset: Tensor | None = None) -> Tensor:
-        """Branch logits from the fork features ``x``.
+    def forward(
+        self,
+        x: Tensor,
+        main_feats: Sequence[Tensor] | None = None,
+        offset: Tensor | None = None,
+        features: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Branch logits from the fork features ``x`` (with ``features``: the logits and the head's input map
+        averaged over space).
 
         With ``main_feats`` (the main network's outputs after each block of the first replicated stage,
         ``main_feats[0] == x``) and a scalar ``offset`` j, the branch's first j blocks are replaced by the main
@@ -42,7 +49,7 @@ class Branch(nn.Module):
                     x = torch.where(offset == i + 1, main_feats[i + 1], x)
         for stage in stages:
             x = stage(x)
-        return self.head(x)
+        return (self.head(x), x.mean((2, 3))) if features else self.head(x)
 
 
 BranchBuilder = Callable[[StagePlan, nn.Module, BranchSpec, int], Branch]

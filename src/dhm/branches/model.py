@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -13,11 +14,27 @@ from .plan import StagePlan, stage_plan
 from .spec import BranchSpec
 
 
+class HeadOutputs(NamedTuple):
+    """A train-mode output with features: ``logits`` and ``features``, each a named tuple over the heads."""
+
+    logits: tuple[Tensor, ...]
+    features: tuple[Tensor, ...]
+
+
+def head_logits(outputs: object) -> tuple[Tensor, ...]:
+    """The logits per head of a train-mode output: ``HeadOutputs``, a tuple of logits, or one tensor."""
+    if isinstance(outputs, HeadOutputs):
+        return tuple(outputs.logits)
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
 class DHMModel(nn.Module):
     """Backbone + side branches. The backbone module is kept as is, so its parameter names never change.
 
     * train mode: ``forward`` returns the logits of every head, main first, as a named tuple whose fields are
-      ``head_names`` (``out.main``, ``out.head1``, ...; ``out[0]`` is the main head);
+      ``head_names`` (``out.main``, ``out.head1``, ...; ``out[0]`` is the main head); with ``features=True`` (a
+      method that reads features asks for it) it returns ``HeadOutputs(logits, features)``, two such tuples:
+      the logits and each head's pooled feature (its classifier's input map, averaged over space, (B, C));
     * eval mode: ``forward`` returns the main logits only and does not run the branches;
     * ``forward_heads`` evaluates every head on demand, in either mode.
 
@@ -34,6 +51,7 @@ class DHMModel(nn.Module):
         num_classes: int | None = None,
         dynamic_fork: bool = False,
         plan: StagePlan | None = None,
+        features: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -48,6 +66,7 @@ class DHMModel(nn.Module):
             }
         )
         self.dynamic_fork = dynamic_fork
+        self.features = features
         # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never
         # pair logits with the wrong names.
         self.output_type = collections.namedtuple("DHMOutput", self.head_names)
@@ -63,10 +82,11 @@ class DHMModel(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, ...] | Tensor:
         if not self.training:
             return self.backbone(x)
-        return self.forward_heads(x, dynamic=self.dynamic_fork)
+        return self.forward_heads(x, dynamic=self.dynamic_fork, features=self.features)
 
-    def forward_heads(self, x: Tensor, dynamic: bool = False) -> tuple[Tensor, ...]:
-        """Logits of every head, main first. ``dynamic`` draws a stochastic fork offset per branch (METHOD 4.2)."""
+    def forward_heads(self, x: Tensor, dynamic: bool = False, features: bool = False) -> tuple:
+        """Logits of every head, main first; with ``features`` also each head's pooled feature
+        (``HeadOutputs``). ``dynamic`` draws a stochastic fork offset per branch (docs/method.md 4.2)."""
         plan, root = self.plan, self.backbone
         branches = list(self.branches.values())
         # Stages whose per-block outputs a dynamically forking branch may take over.
@@ -84,14 +104,19 @@ class DHMModel(nn.Module):
             else:
                 h = stage.run(root, h)
             fork_feats[index] = h
-        logits = [plan.head(root, h)]
+        logits, pooled = [plan.head(root, h)], [h.mean((2, 3))] if features else []
         for stage_index, branch in zip(self.fork_stages, branches):
             feats = fork_feats[stage_index]
             if stage_index + 1 in blockwise:
                 offset = torch.randint(0, branch.max_offset + 1, (), device=x.device)
-                logits.append(branch(feats, block_feats[stage_index + 1], offset))
+                out = branch(feats, block_feats[stage_index + 1], offset, features=features)
             else:
-                logits.append(branch(feats))
+                out = branch(feats, features=features)
+            logits.append(out[0] if features else out)
+            if features:
+                pooled.append(out[1])
+        if features:
+            return HeadOutputs(self.output_type(*logits), self.output_type(*pooled))
         return self.output_type(*logits)
 
 
@@ -103,6 +128,7 @@ def attach_branches(
     stages: Sequence[str] | None = None,
     input_size: int | None = None,
     plan: StagePlan | None = None,
+    features: bool = False,
 ) -> DHMModel:
     """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
@@ -117,6 +143,7 @@ def attach_branches(
             model's own, else 224).
         plan: a plan already made for this backbone by :func:`dhm.stage_plan` (then ``stages`` and ``input_size``
             are not used).
+        features: the train-mode output also carries each head's pooled feature (``HeadOutputs``).
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
@@ -124,7 +151,7 @@ def attach_branches(
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
     plan = plan if plan is not None else stage_plan(backbone, stages, input_size)
-    return DHMModel(backbone, specs, num_classes=num_classes, dynamic_fork=dynamic_fork, plan=plan)
+    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

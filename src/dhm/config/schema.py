@@ -38,9 +38,12 @@ class DataConfig:
     download: bool = False  # download cifar10/cifar100 from the official URL when missing (md5-checked)
     verify_md5: bool = True  # refuse a cifar tarball whose md5 is not the official one
     val_size: float = 0.1  # held-out validation split from the training set: a fraction (< 1) or a count
+    val_by: str = ""  # how validation is carved: image | identity ("" = the task's choice)
     split_seed: int = 0  # seed of the validation split (fixed across training seeds)
     train_subset: int = 0  # train on a seeded subset of this many images (0 = all), for quick comparisons
     batch_size: int = 128  # global batch per optimizer step, all processes and accumulation steps together
+    sampler: str = ""  # training order: random | identity (P x K per batch) ("" = the task's choice)
+    instances: int = 4  # identity sampler: K images per identity in a batch (P = batch_size / K)
     eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
     augment: str = "cifar"  # cifar (pad-4 crop + flip) | flip | imagenet (random resized crop + flip) | none

@@ -84,7 +84,7 @@ def decode_all(source: FileSource, size: int | None, threads: int = 4) -> Tensor
             f"in-memory image folders need one image size; found {sorted(shapes)[:3]} (set data.image_size)"
         )
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return TensorSource(images, source.labels)
+    return TensorSource(images, source.labels, dict(source.meta))
 
 
 @register_dataset("imagefolder", keys=("root", "in_memory", "image_size", "workers"))

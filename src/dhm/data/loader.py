@@ -1,20 +1,18 @@
-"""Loaders that yield normalised float batches on the training device.
+"""Loaders that yield normalised float batches on the training device, as :class:`~dhm.data.batch.Batch`
+``(x, y, meta)``: ``meta`` holds each sample's ``index`` in its split and the split's own per-sample metadata.
 
-Both kinds follow one plan: each epoch is a seeded permutation cut into global batches (all processes and
-accumulation steps together); process ``rank`` takes micro-batch ``m * world + rank`` of each. A run therefore
-sees the same images in the same optimizer steps whatever its process count, and a resumed epoch replays exactly.
+Both kinds follow one batch plan (:mod:`dhm.data.plan`): the sampler's global batches, cut into the micro-batches
+of the processes and accumulation steps, the same whatever the process count, and replayed exactly on resume.
 
-In-memory images never leave the training device: the permutation and the augmentation parameters of an epoch
-are drawn there once, when the epoch starts, so a step is indexing and arithmetic on device tensors and never
-copies from the host or waits for it.
+In-memory images never leave the training device: the order and the augmentation parameters of an epoch are
+drawn there once, when the epoch starts, so a step is indexing and arithmetic on device tensors and never copies
+from the host or waits for it.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,78 +23,16 @@ from ..errors import DataError
 from .augment import AUGMENTS, Preset, apply_batch, center_crop, draw_params, normalize, random_resized_crop, step_seed
 
 AugmentParams = tuple[Tensor, Tensor, Tensor]  # dy, dx, flips for every image of an epoch's global batches
+from .batch import Batch
 from .folder import load_image, rgb8
+from .plan import BatchPlan
+from .samplers import Sampler
 from .sources import FileSource, Source, TensorSource
-
-
-def permutation(size: int, generator: torch.Generator) -> Tensor:
-    """A random permutation drawn on the generator's device: a stable sort of random 62-bit keys (CUDA's
-    ``randperm`` draws small permutations on the host and copies them over, a synchronising copy)."""
-    keys = torch.randint(1 << 62, (size,), generator=generator, device=generator.device)
-    return torch.argsort(keys, stable=True)
-
-
-@dataclass
-class Plan:
-    """Who gets which indices, for one split."""
-
-    size: int
-    batch_size: int  # global (train) or per process (eval)
-    train: bool
-    seed: int = 0
-    rank: int = 0
-    world: int = 1
-    accum: int = 1
-
-    def __post_init__(self) -> None:
-        if self.train:
-            parts = self.world * self.accum
-            if self.batch_size % parts:
-                raise DataError(
-                    f"data.batch_size={self.batch_size} must be divisible by processes x accum_steps = {parts}"
-                )
-            if self.size < self.batch_size:
-                raise DataError(
-                    f"the training split has {self.size} images, fewer than one batch "
-                    f"(data.batch_size={self.batch_size})"
-                )
-        self.micro = self.batch_size // (self.world * self.accum) if self.train else self.batch_size
-
-    @property
-    def steps(self) -> int:
-        """Optimizer steps per epoch (train: last partial batch dropped)."""
-        if self.train:
-            return self.size // self.batch_size
-        return math.ceil(len(range(self.rank, self.size, self.world)) / self.batch_size)
-
-    def generator(self, epoch: int, device: torch.device) -> torch.Generator:
-        """The epoch's random stream on ``device``: the permutation first, then the augmentation parameters."""
-        return torch.Generator(device=device).manual_seed(step_seed(self.seed, epoch, -1))
-
-    def batches(
-        self, epoch: int, device: torch.device | None = None, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[Tensor, int, slice]]:
-        """(indices on ``device`` (default: the CPU), step, slice of the global batch) for each micro-batch of this
-        process; a training permutation is drawn from ``generator`` (default: the epoch's own, on ``device``)."""
-        device = device or torch.device("cpu")
-        if not self.train:
-            shard = torch.arange(self.rank, self.size, self.world, device=device)
-            for step in range(self.steps):
-                yield shard[step * self.batch_size : (step + 1) * self.batch_size], step, slice(None)
-            return
-        generator = generator or self.generator(epoch, device)
-        perm = permutation(self.size, generator)
-        for step in range(self.steps):
-            batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
-            for m in range(self.accum):
-                part = m * self.world + self.rank
-                sl = slice(part * self.micro, (part + 1) * self.micro)
-                yield batch[sl], step, sl
 
 
 class _Base:
     def __init__(
-        self, source: Source, plan: Plan, preset: Preset, mean, std, device: torch.device, channels_last: bool
+        self, source: Source, plan: BatchPlan, preset: Preset, mean, std, device: torch.device, channels_last: bool
     ) -> None:
         self.source, self.plan, self.preset, self.device, self.channels_last = (
             source,
@@ -105,6 +41,7 @@ class _Base:
             device,
             channels_last,
         )
+        self.meta = {k: v.to(device) for k, v in source.meta.items()}  # per-sample metadata, on the device
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.epoch = 0
@@ -119,6 +56,11 @@ class _Base:
 
     def __len__(self) -> int:
         return self.plan.steps * (self.plan.accum if self.plan.train else 1)
+
+    def _meta(self, index: Tensor) -> dict[str, Tensor]:
+        """The batch's metadata: the samples' ``index`` in the split and the split's own per-sample tensors."""
+        index = index.to(self.device, non_blocking=True)
+        return {"index": index, **{k: v[index] for k, v in self.meta.items()}}
 
     def _augments(self, generator: torch.Generator) -> AugmentParams | None:
         """The whole epoch's augmentation parameters, drawn once (after the permutation, from the same stream)
@@ -146,12 +88,12 @@ class TensorLoader(_Base):
         self.images = source.images.to(self.device)
         self.labels = source.labels.to(self.device)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         generator = self.plan.generator(self.epoch, self.device) if self.plan.train else None
         batches = list(self.plan.batches(self.epoch, self.device, generator))  # slices of one device permutation
         params = self._augments(generator) if generator is not None else None
         for index, step, sl in batches:
-            yield self._finish(self.images[index], step, sl, params), self.labels[index]
+            yield Batch(self._finish(self.images[index], step, sl, params), self.labels[index], self._meta(index))
 
 
 class _FileDataset(Dataset):
@@ -187,7 +129,7 @@ class FileLoader(_Base):
         self.dataset = _FileDataset(source, image_size, self.plan.train, self.preset.resized_crop)
         self.workers = workers
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         generator = self.plan.generator(self.epoch, torch.device("cpu")) if self.plan.train else None
         plan = list(self.plan.batches(self.epoch, generator=generator))  # on the CPU: the sampler needs them there
         params = self._augments(generator) if generator is not None else None
@@ -203,12 +145,13 @@ class FileLoader(_Base):
         batches = iter(zip(loader, plan))
         while True:
             try:
-                (images, labels), (_, step, sl) = next(batches)
+                (images, labels), (index, step, sl) = next(batches)
             except StopIteration:
                 return
             except DataError as exc:  # raised in a worker: keep the original one line, not the worker's traceback
                 raise DataError(_worker_message(exc)) from None
-            yield self._finish(images, step, sl, params), labels.to(self.device, non_blocking=True)
+            x, y = self._finish(images, step, sl, params), labels.to(self.device, non_blocking=True)
+            yield Batch(x, y, self._meta(index))
 
 
 def _collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
@@ -244,13 +187,14 @@ def build_loader(
     channels_last: bool = False,
     image_size: int | None = None,
     workers: int = 4,
+    sampler: Sampler | None = None,
 ) -> _Base:
     """A loader for ``source``: in-memory tensors stay on ``device``; files are read by ``workers`` processes.
 
     ``batch_size`` is the global batch when ``train`` (split over processes and accumulation steps) and the
-    per-process batch otherwise.
+    per-process batch otherwise; ``sampler`` draws the training order (default: ``random``).
     """
-    plan = Plan(len(source), batch_size, train, seed, rank, world, accum)
+    plan = BatchPlan(len(source), batch_size, train, seed, rank, world, accum, sampler if train else None)
     args = (plan, AUGMENTS.get(augment), mean, std, device, channels_last)
     if isinstance(source, TensorSource):
         return TensorLoader(source, *args)

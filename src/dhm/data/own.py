@@ -8,10 +8,12 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from .batch import Batch, batch_meta
 
 
 class DeviceLoader:
-    """Yields a user loader's ``(images, labels)`` batches on ``device``. The copies are ``non_blocking`` (with
+    """Yields a user loader's ``(images, labels)`` batches on ``device`` as :class:`~dhm.data.batch.Batch` (a
+    :class:`Batch` the loader yields keeps its ``meta``, moved along). The copies are ``non_blocking`` (with
     ``pin_memory=True`` in the DataLoader they overlap the step); ``set_epoch`` reaches a ``DistributedSampler``.
 
     Example:
@@ -41,14 +43,13 @@ class DeviceLoader:
     def __len__(self) -> int:
         return self.steps * self.accum
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(b, Tensor) for b in batch)):
                 raise DataError(
                     f"the {self.name} loader must yield (images, labels) tensor pairs; got {type(batch).__name__}"
                 )
             x, y = batch
-            yield (
-                x.to(self.device, non_blocking=True, memory_format=self.memory_format),
-                y.to(self.device, non_blocking=True),
-            )
+            meta = {k: v.to(self.device, non_blocking=True) for k, v in batch_meta(batch).items()}
+            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            yield Batch(x, y.to(self.device, non_blocking=True), meta)

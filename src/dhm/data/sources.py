@@ -8,35 +8,42 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import DataError
-
 
 @dataclass
 class TensorSource:
-    """Images held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+    """Images held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,), ``meta`` per-sample tensors
+    by name (N, ...), e.g. ``camera``; a subset takes all three together."""
 
     images: Tensor
     labels: Tensor
+    meta: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: Tensor) -> TensorSource:
-        return TensorSource(self.images[index], self.labels[index])
+        return TensorSource(self.images[index], self.labels[index], subset_meta(self.meta, index))
 
 
 @dataclass
 class FileSource:
-    """Images on disk, decoded on the fly by DataLoader workers: ``files[i]`` has class ``labels[i]``."""
+    """Images on disk, decoded on the fly by DataLoader workers: ``files[i]`` has class ``labels[i]`` and the
+    per-sample tensors ``meta[name][i]``."""
 
     files: list[Path]
     labels: Tensor
+    meta: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: Tensor) -> FileSource:
-        return FileSource([self.files[i] for i in index.tolist()], self.labels[index])
+        return FileSource([self.files[i] for i in index.tolist()], self.labels[index], subset_meta(self.meta, index))
+
+
+def subset_meta(meta: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+    """Every per-sample tensor of ``meta`` at ``index``."""
+    return {name: values[index] for name, values in meta.items()}
 
 
 Source = TensorSource | FileSource
@@ -75,15 +82,3 @@ def take_subset(source: Source, count: int, seed: int) -> Source:
         return source
     perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed + 1))
     return source.subset(perm[:count].sort().values)
-
-
-def split_validation(source: Source, val_size: float, seed: int) -> tuple[Source, Source | None]:
-    """Carve a seeded validation split from ``source``: ``val_size`` < 1 is a fraction, otherwise a count."""
-    n = len(source)
-    count = int(round(val_size * n)) if 0 <= val_size < 1 else int(val_size)
-    if count <= 0:
-        return source, None
-    if count >= n:
-        raise DataError(f"data.val_size={val_size} leaves no training images (the training split has {n})")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return source.subset(perm[count:].sort().values), source.subset(perm[:count].sort().values)

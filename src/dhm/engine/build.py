@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +12,7 @@ from torch import nn
 
 from ..branches import BranchSpec
 from ..config.schema import Config
-from ..data import Bundle, build_dataset, build_loader, split_validation, take_subset
+from ..data import Bundle, build_dataset, build_loader, build_sampler, carve_validation, take_subset
 from ..errors import ConfigError
 from ..losses import TERMS, Objective, Term
 from ..methods import TermSpec, get_method
@@ -32,10 +34,12 @@ def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any
 
 def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any = None) -> nn.Module:
     """The model of ``cfg``: the plain backbone when the method's branch policy is ``none`` (``ce``, ``ls``, as the
-    paper's baseline trains), else the backbone with the branches of ``model.branches``."""
+    paper's baseline trains), else the backbone with the branches of ``model.branches``; built to return pooled
+    features too when a term of the method reads them."""
     spec = model_spec(cfg, num_classes, in_channels)
     if branches is None:
         branches = "none" if get_method(cfg.loss.mode).branches == "none" else cfg.model.branches
+    features = "features" in method_needs(cfg)
     if isinstance(branches, list):
         try:
             branches = [BranchSpec(**b) for b in branches]
@@ -47,6 +51,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
             num_classes=num_classes,
             branches=branches,
             dynamic_fork=cfg.model.dynamic_fork,
+            features=features,
             in_channels=in_channels,
             **spec["kwargs"],
         )
@@ -54,6 +59,13 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         raise ConfigError(f"model.name: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build model {spec['name']!r}: {exc}") from None
+
+
+def method_needs(cfg: Config) -> set[str]:
+    """The model outputs beyond logits that the run's method's terms read (``features``), so the model is built
+    to return them."""
+    specs = get_method(cfg.loss.mode).terms(cfg.loss)
+    return {need for spec in specs for need in TERMS.get(spec.term).needs}
 
 
 def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> Objective:
@@ -94,15 +106,20 @@ class RunData:
 
 
 def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: Task | None = None) -> RunData:
-    """Read the dataset, carve the validation split, let the task check the labels, and build the training loader
-    and one evaluation loader per split (``val`` and every named split of the dataset but ``train``)."""
+    """Read the dataset, carve the validation split (``data.val_by``, default the task's way), let the task check
+    the labels, and build the training loader (its order drawn by ``data.sampler``, default the task's) and one
+    evaluation loader per split (``val`` and every named split of the dataset but ``train``)."""
     task = task or get_task("classification")
     try:
         bundle = build_dataset(cfg.data)
     except RegistryError as exc:
         raise ConfigError(f"data.name: {exc}") from None
-    train_src, val_src = split_validation(bundle.train, cfg.data.val_size, cfg.data.split_seed)
+    with _config_key("data.val_by"):
+        by = cfg.data.val_by or task.carve
+        train_src, val_src = carve_validation(by, bundle.train, cfg.data.val_size, cfg.data.split_seed)
     train_src = take_subset(train_src, cfg.data.train_subset, cfg.data.split_seed)
+    with _config_key("data.sampler"):
+        sampler = build_sampler(cfg.data.sampler or task.sampler, train_src.labels, instances=cfg.data.instances)
     num_classes = cfg.model.num_classes or len(bundle.classes)
     for split, src in bundle.splits.items():
         task.check_labels(split, src.labels, num_classes)
@@ -125,6 +142,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
             batch_size=cfg.data.batch_size,
             seed=cfg.train.seed,
             accum=cfg.train.accum_steps,
+            sampler=sampler,
             **common,
         )
         splits = {
@@ -134,3 +152,12 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
     except RegistryError as exc:
         raise ConfigError(f"data.augment: {exc}") from None
     return RunData(bundle, train, splits, num_classes)
+
+
+@contextlib.contextmanager
+def _config_key(key: str) -> Iterator[None]:
+    """An unknown registry name under ``key`` as a ConfigError naming the key."""
+    try:
+        yield
+    except RegistryError as exc:
+        raise ConfigError(f"{key}: {exc}") from None

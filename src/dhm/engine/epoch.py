@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..data.batch import batch_meta
 from ..errors import DivergedError
 from ..tasks import Task
 from . import dist as D
@@ -67,7 +68,7 @@ def run_steps(
             torch.compiler.cudagraph_mark_step_begin()
         parts.loss_fn.set_progress(epoch + index / steps)
         last_micro = micro == accum - 1
-        values, counts = step(x, y, last_micro)
+        values, counts = step(x, y, last_micro, batch_meta(batch))
         if last_micro:
             last_lr = parts.optimizer.param_groups[0]["lr"]
             parts.scheduler.step()

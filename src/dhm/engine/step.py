@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .precision import autocast
 
 StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, the task's step counters)
+Meta = dict[str, Tensor]  # the batch's per-sample metadata (dhm.data.Batch.meta), for loss terms that read it
 Counters = Callable[[object, Tensor], "Tensor | None"]  # (model output, labels) -> (K,) device counters
 
 
@@ -43,20 +44,20 @@ class EagerStep:
         self.counters = counters  # what the task counts per micro-batch (None: nothing)
         self.keys: list[str] = []  # names of the loss components, in the order of the stacked values
 
-    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True) -> StepOutput:
+    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True, meta: Meta | None = None) -> StepOutput:
         sync = self.model.no_sync() if self.distributed and not last_micro else contextlib.nullcontext()
         with sync:
-            out = self._forward_backward(x, y)
+            out = self._forward_backward(x, y, meta or {})
         if last_micro:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
         return out
 
-    def _forward_backward(self, x: Tensor, y: Tensor, cache: bool = True) -> StepOutput:
+    def _forward_backward(self, x: Tensor, y: Tensor, meta: Meta, cache: bool = True) -> StepOutput:
         with autocast(self.device, self.amp, cache):
             out = self.model(x)
-            losses = self.loss_fn(out, y)
+            losses = self.loss_fn(out, y, meta)
         self.scaler.scale(losses["loss"] / self.accum).backward()
         self.keys = list(losses)
         values = torch.stack([v.detach().float() for v in losses.values()])
@@ -88,11 +89,14 @@ class GraphStep(EagerStep):
         if not optimizer.defaults.get("fused"):
             raise ConfigError("train.cuda_graph=true needs the fused SGD (built on CUDA devices)")
 
-    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True) -> StepOutput:
+    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True, meta: Meta | None = None) -> StepOutput:
+        meta = meta or {}
         if self.graph is not None:
             self._fill_lrs()
             self.static_x.copy_(x)
             self.static_y.copy_(y)
+            for key, value in self.static_meta.items():
+                value.copy_(meta[key])
             self.graph.replay()
             return self.static_out
         if self.calls < self.warmup:
@@ -100,17 +104,18 @@ class GraphStep(EagerStep):
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
-                out = super().__call__(x, y)
+                out = super().__call__(x, y, meta=meta)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             return out
-        return self._capture(x, y)
+        return self._capture(x, y, meta)
 
     def _fill_lrs(self) -> None:
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(float(group["lr"]))
 
-    def _capture(self, x: Tensor, y: Tensor) -> StepOutput:
+    def _capture(self, x: Tensor, y: Tensor, meta: Meta) -> StepOutput:
         self.static_x, self.static_y = x.clone(), y.clone()
+        self.static_meta = {key: value.clone() for key, value in meta.items()}
         self._fill_lrs()
         self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the gradients it overwrites
         groups = self.optimizer.param_groups
@@ -120,7 +125,7 @@ class GraphStep(EagerStep):
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                out = self._forward_backward(self.static_x, self.static_y, cache=False)
+                out = self._forward_backward(self.static_x, self.static_y, self.static_meta, cache=False)
                 self.optimizer.step()
         finally:
             for group, lr in zip(groups, floats):

@@ -3,7 +3,8 @@ returning the total as ``"loss"`` and every term's logged components."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +48,27 @@ class Objective(nn.Module):
         for term in self.terms:
             term.set_progress(epoch)
 
-    def forward(self, outputs: Sequence[Tensor] | Tensor, target: Tensor) -> dict[str, Tensor]:
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The model outputs beyond logits that some term reads (``("features",)`` or none)."""
+        return tuple(sorted({need for term in self.terms for need in term.needs}))
+
+    def forward(
+        self, outputs: Sequence[Tensor] | Tensor, target: Tensor, meta: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The loss of ``outputs`` (logits per head, or ``HeadOutputs(logits, features)``) against ``target``;
+        ``meta`` is the batch's per-sample metadata, for terms that read it."""
+        extra: dict[str, Any] = {"meta": dict(meta or {})}
+        logits = getattr(outputs, "logits", None)
+        if logits is not None and hasattr(outputs, "features"):
+            extra["features"] = outputs.features
+            outputs = logits
+        missing = [need for need in self.needs if need not in extra]
+        if missing:
+            raise ValueError(
+                f"the loss reads the model's {', '.join(missing)}; build the model with features=True "
+                f"(dhm.attach_branches(..., features=True))"
+            )
         names = head_names(outputs, self.head_names)
         heads = [outputs] if isinstance(outputs, Tensor) else list(outputs)
         names = list(names) if names is not None else default_names(len(heads))
@@ -56,7 +77,7 @@ class Objective(nn.Module):
             out: dict[str, Tensor] = {}
             total = None
             for term in self.terms:
-                part = term(heads, names, target, out)
+                part = term(heads, names, target, out, extra)
                 if part is not None:
                     total = part if total is None else total + part
             out["loss"] = total

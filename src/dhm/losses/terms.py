@@ -9,7 +9,7 @@ writes its logged components into the output dict and returns its contribution t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,13 +24,25 @@ TERMS: Registry[type[Term]] = Registry("loss term")
 
 
 class Term(nn.Module):
-    """One loss term. ``forward(heads, names, target, out)`` writes logged components into ``out`` and returns
-    the term's contribution to the total loss (or ``None`` when it adds nothing)."""
+    """One loss term. ``forward(heads, names, target, out, extra)`` writes logged components into ``out`` and
+    returns the term's contribution to the total loss (or ``None`` when it adds nothing). ``heads`` are the
+    logits per head; ``extra`` holds what else the step has: ``features`` (each head's pooled feature, when the
+    method asks the model for them) and ``meta`` (the batch's per-sample metadata: ``index``, ``camera``, ...).
+    A term that needs features says so with ``needs = ("features",)``."""
+
+    needs: tuple[str, ...] = ()  # model outputs beyond the logits this term reads (``features``)
 
     def set_progress(self, epoch: float) -> None:
         """Where training is (fractional epoch), for terms whose weight changes over the run."""
 
-    def forward(self, heads: Sequence[Tensor], names: Sequence[str], target: Tensor, out: dict[str, Tensor]):
+    def forward(
+        self,
+        heads: Sequence[Tensor],
+        names: Sequence[str],
+        target: Tensor,
+        out: dict[str, Tensor],
+        extra: Mapping[str, Any] | None = None,
+    ) -> Tensor | None:
         raise NotImplementedError
 
 
@@ -56,7 +68,7 @@ class CrossEntropy(Term):
             raise ValueError(f"cross-entropy on heads {unknown}: the model's heads are {list(names)}")
         return [names.index(h) for h in self.heads]
 
-    def forward(self, heads, names, target, out):
+    def forward(self, heads, names, target, out, extra=None):
         total = None
         for k in self.chosen(names):  # H cross-entropies, H <= a handful: not the pairs
             ce = F.cross_entropy(fp32(heads[k]), target, label_smoothing=self.label_smoothing)
@@ -131,7 +143,7 @@ class PairKL(Term):
         weights = graph_weights(self.graph, names)
         return weights.to(device, non_blocking=True), _nonzero(weights)
 
-    def forward(self, heads, names, target, out):
+    def forward(self, heads, names, target, out, extra=None):
         num_heads = len(heads)
         if num_heads < 2:
             return None

@@ -35,6 +35,7 @@ def create_model(
     num_classes: int | None = None,
     branches: str | Sequence[BranchSpec | dict] = "paper",
     dynamic_fork: bool = False,
+    features: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -46,6 +47,8 @@ def create_model(
         num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
         branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone) or a list of branch specs.
         dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
+        features: the train-mode output also carries every head's pooled feature (``dhm.HeadOutputs``); with
+            ``branches="none"`` the backbone is then wrapped as a one-head branched model.
         **kwargs: family options, e.g. ``dropout=0.3`` for WRNs. ``None`` values are dropped.
 
     Example:
@@ -60,12 +63,13 @@ def create_model(
     backbone = fn(**kwargs)
     if isinstance(branches, str) and branches not in ("paper", "none"):
         raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
-    if branches == "none":
+    if branches == "none" and not features:
         return backbone
     plan = stage_plan(backbone)
     if branches == "paper":
         branches = paper_branches(name) if hub is None else default_branches(plan)
-    return attach_branches(backbone, branches, dynamic_fork=dynamic_fork, plan=plan)
+    specs = [] if branches == "none" else branches
+    return attach_branches(backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features)
 
 
 def list_models(pattern: str = "*") -> list[str]:

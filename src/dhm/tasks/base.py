@@ -50,6 +50,9 @@ class Task:
         select_split: the split evaluated after every epoch, on which the checkpoint is chosen.
         report_splits: the splits evaluated at the end, for the last and the chosen checkpoint.
         train_metric: the training metric shown as the run's training score (record key ``train/<it>``).
+        carve: how the validation split is carved from the training split by default (``data.val_by``;
+            :data:`dhm.data.CARVINGS`: ``image`` or ``identity``).
+        sampler: the training order by default where ``data.sampler`` is not given (:data:`dhm.data.SAMPLERS`).
     """
 
     name = "task"
@@ -58,6 +61,8 @@ class Task:
     select_split = "val"
     report_splits: tuple[str, ...] = ("test",)
     train_metric = "loss"
+    carve = "image"
+    sampler = "random"
     panels: tuple[PlotPanel, ...] = ()
     labels: dict[str, tuple[str, str]] = {}  # metric -> (words, unit) shown in comparison tables
 

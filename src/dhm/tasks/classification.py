@@ -10,14 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..branches import DHMModel, unwrap
+from ..branches import DHMModel, head_logits, unwrap
 from ..errors import DataError
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
-
-
-def _heads(outputs: Any) -> tuple[Tensor, ...]:
-    """The head logits of a train-mode output: a tuple of logits, or a bare tensor (one head)."""
-    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
 class Classification(Task):
@@ -43,7 +38,7 @@ class Classification(Task):
 
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor:
         """Correct predictions per head, main first."""
-        return torch.stack([(z.argmax(-1) == target).sum() for z in _heads(outputs)])
+        return torch.stack([(z.argmax(-1) == target).sum() for z in head_logits(outputs)])
 
     def train_metrics(self, counts: Sequence[float], seen: float, heads: Sequence[str]) -> dict[str, float]:
         result = {"acc1": 100.0 * counts[0] / seen}  # the main head

@@ -12,6 +12,7 @@ import torch
 import dhm
 from dhm.config import load_config
 from dhm.data import Batch, BatchPlan, FileSource, TensorSource, build_loader, build_sampler
+from dhm.deployed import load_deployed
 from dhm.engine import build_trainer
 from dhm.errors import ConfigError, DataError
 from dhm.losses import TERMS, Term
@@ -199,3 +200,68 @@ def test_identity_sampler_and_carving_from_the_config(tmp_path):
     for key, value in (("data.sampler", "bogus"), ("data.val_by", "bogus")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             build_trainer(load_config("smoke", [*overrides, f"{key}={value}"]))
+
+
+class TinyNet(dhm.StagedBackbone):
+    """The docs' worked model family: two conv stages (strides 1, 2), pooled linear head."""
+
+    stage_names = ("stage1", "stage2")
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.width, self.stem = width, torch.nn.Conv2d(in_channels, width, 3, padding=1)
+        self.stage1, _ = self.make_stage(0, 1, 1.0, width)
+        self.stage2, out = self.make_stage(1, 1, 1.0, width)
+        self.fc = torch.nn.Linear(out, num_classes)
+
+    def make_stage(self, index, blocks, width, in_channels):
+        out = int(self.width * (index + 1) * width)
+        layers = [torch.nn.Conv2d(in_channels, out, 3, stride=1 + index, padding=1), torch.nn.ReLU()]
+        return torch.nn.Sequential(*layers), out
+
+    def stage_channels(self, index):
+        return self.width * (index + 1)
+
+    def forward_stem(self, x):
+        return self.stem(x).relu()
+
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_model_family_and_a_pair_graph_registered_from_outside_train(tmp_path):
+    if "toy_tinynet" not in dhm.list_models():
+
+        @dhm.register_model([dhm.BranchSpec("stage1", width=2.0)])
+        def toy_tinynet(**kwargs):
+            return TinyNet(**kwargs)
+
+    if "toy-branch-teaches" not in dhm.losses.PAIR_GRAPHS:
+
+        @dhm.losses.PAIR_GRAPHS.register("toy-branch-teaches")
+        def branch_teaches(names):
+            weights = torch.zeros(len(names), len(names))
+            weights[1:, 0] = 1.0  # every branch teaches the main head
+            return weights
+
+    if "toy-branch-teaches" not in dhm.METHODS:
+        dhm.METHODS.register("toy-branch-teaches")(
+            dhm.Method(lambda loss: [dhm.TermSpec("ce"), dhm.TermSpec("pair_kl", {"graph": "toy-branch-teaches"})])
+        )
+    overrides = [
+        "model.name=toy_tinynet",
+        "model.widths=null",
+        "loss.mode=toy-branch-teaches",
+        "data.train_size=128",
+        "data.test_size=64",
+        "data.val_size=32",
+        "data.batch_size=32",
+        "train.epochs=1",
+        "train.progress=false",
+        f"train.out_dir={tmp_path}",
+    ]
+    summary = build_trainer(load_config("smoke", overrides)).fit()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "train/kl/head1->main" in record and "train/kl/main->head1" not in record
+    plain = load_deployed(tmp_path / "deploy.pt").model  # the deployed file rebuilds the registered family
+    assert summary["test_acc1"] >= 0 and isinstance(plain, TinyNet)

@@ -11,12 +11,15 @@ from dhm.errors import ConfigError
 def test_every_bundled_recipe_loads():
     names = list_recipes()
     assert {"demo", "smoke", "mnist", "cifar10-jpeg"} <= set(names)
-    for arch in ("resnet32", "resnet110", "wrn28_10", "densenet_bc_100_12"):
-        for mode in ("ce", "dsl", "dhm"):
-            assert f"cifar100/{arch}_{mode}" in names
-    for depth in (18, 50, 101, 152):
-        for mode in ("ce", "dsl", "dhm"):
-            assert f"imagenet/resnet{depth}_{mode}" in names
+    setups = [f"cifar100/{a}" for a in ("resnet32", "resnet110", "wrn28_10", "densenet_bc_100_12")]
+    setups += [f"imagenet/resnet{depth}" for depth in (18, 50, 101, 152)]
+    assert set(setups) <= set(names)
+    for setup in setups:  # one recipe per setup, the method a key; the old per-method names keep working
+        assert load_config(setup).loss.mode == "dhm"
+        for mode in ("ce", "dsl", "dhm", "ls", "dhm-rampup"):
+            cfg = load_config(f"{setup}_{mode}")
+            assert cfg.loss.mode == mode and cfg.name == f"{setup}_{mode}"
+            assert to_dict(cfg) == to_dict(load_config(setup, [f"loss.mode={mode}", f"name={setup}_{mode}"]))
     for name in names:
         cfg = load_config(name)
         assert cfg.name == name

@@ -124,6 +124,7 @@ def cmd_recipes(ns: argparse.Namespace) -> int:
     for name in list_recipes():
         first = (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0]
         print(f"{name:36s} {first.lstrip('# ').strip()}")
+    print("a setup recipe also takes its method in the name: cifar100/resnet32_ce = cifar100/resnet32 loss.mode=ce")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
-from ..methods import get_method
+from ..methods import METHODS, get_method
 from ..registry import RegistryError
 from .datakeys import unused_keys
 from .presets import apply_loss_preset
@@ -49,7 +49,8 @@ def _yaml(text: str):
 
 
 def list_recipes() -> list[str]:
-    """Names of the bundled recipes (``cifar100/resnet110_dhm``, ``demo``, ...)."""
+    """Names of the bundled recipes (``cifar100/resnet110``, ``demo``, ...). A setup recipe also answers to
+    ``<name>_<method>`` (``cifar100/resnet110_dsl``: the recipe with ``loss.mode=dsl``)."""
     return sorted(
         str(p.relative_to(RECIPES_DIR).with_suffix(""))
         for p in RECIPES_DIR.rglob("*.yaml")
@@ -59,12 +60,22 @@ def list_recipes() -> list[str]:
 
 def resolve_recipe(recipe: str | Path) -> Path:
     """A recipe file from a bundled name or a path."""
+    return find_recipe(recipe)[0]
+
+
+def find_recipe(recipe: str | Path) -> tuple[Path, str]:
+    """The recipe file of a bundled name or a path, and the method its name adds (``""`` if none):
+    ``cifar100/resnet32_ce`` is the bundled ``cifar100/resnet32`` with ``loss.mode=ce``."""
     path = Path(recipe).expanduser()
     if path.is_file():
-        return path
-    bundled = RECIPES_DIR / f"{str(recipe).removesuffix('.yaml')}.yaml"
+        return path, ""
+    name = str(recipe).removesuffix(".yaml")
+    bundled = RECIPES_DIR / f"{name}.yaml"
     if bundled.is_file():
-        return bundled
+        return bundled, ""
+    setup, _, method = name.rpartition("_")  # method names hold no "_"; setup names may
+    if setup and method in METHODS and (RECIPES_DIR / f"{setup}.yaml").is_file():
+        return RECIPES_DIR / f"{setup}.yaml", method
     close = difflib.get_close_matches(str(recipe), list_recipes(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `dhm recipes` lists the bundled ones"
     raise ConfigError(f"no recipe {str(recipe)!r} (neither a file nor a bundled recipe){hint}")
@@ -216,12 +227,15 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
     """
     data: dict[str, Any] = {}
     if recipe is not None:
-        path = resolve_recipe(recipe)
+        path, method = find_recipe(recipe)
         data = _read_yaml(path.resolve())
         try:  # bundled recipes are named by their place in the recipes folder, other files by their stem
             name = str(path.resolve().relative_to(RECIPES_DIR).with_suffix(""))
         except ValueError:
             name = path.stem
+        if method:  # an old per-method name: the setup's recipe with the method its name says
+            data.setdefault("loss", {})["mode"] = method
+            name = f"{name}_{method}"
         data.setdefault("name", name)
     explicit: dict[str, Any] = {}
     for text in overrides:

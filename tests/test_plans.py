@@ -19,8 +19,10 @@ from dhm.cli import main
 
 OFFICIAL = SHARED_DATA.parent / "fixtures" / "official"
 
-FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "timm:efficientnet_b0"]
+FAST = ["torchvision:resnet18", "timm:resnet18"]  # the default suite's; the rest run under the slow marker
 SLOW = [
+    "torchvision:mobilenet_v2",
+    "timm:efficientnet_b0",
     "torchvision:resnext50_32x4d",
     "torchvision:wide_resnet50_2",
     "torchvision:mobilenet_v3_large",

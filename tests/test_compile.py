@@ -30,7 +30,9 @@ def _check(backend: str, dynamic: str | None, dynamic_fork: bool) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("dynamic,dynamic_fork", [(None, False), ("official", True)])
+@pytest.mark.parametrize(
+    "dynamic,dynamic_fork", [(None, False), pytest.param("official", True, marks=pytest.mark.slow)]
+)
 def test_traced_model_and_loss_match_eager(dynamic, dynamic_fork):
     _check("aot_eager", dynamic, dynamic_fork)
 

@@ -64,6 +64,7 @@ def test_every_registered_name_and_layout():
     assert [s.depths for s in dhm.paper_branches("cifar_resnet1202")] == [(200,), (100, 100)]
 
 
+@pytest.mark.slow
 def test_resnet1202_builds_with_its_layout():
     with torch.device("meta"):
         model = dhm.create_model("cifar_resnet1202")

@@ -180,7 +180,13 @@ def _official_checkpoint(fixture: dict, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("arch", sorted(p.stem for p in OFFICIAL.glob("*.json")) or ["missing"])
+def _arch_params() -> list:
+    """Every fixture architecture; the slowest to build (WRN-28-10) under the slow marker."""
+    names = sorted(p.stem for p in OFFICIAL.glob("*.json")) or ["missing"]
+    return [pytest.param(n, marks=pytest.mark.slow) if n == "wrn28_10" else n for n in names]
+
+
+@pytest.mark.parametrize("arch", _arch_params())
 def test_authors_checkpoints_give_their_own_outputs(arch, tmp_path):
     if arch == "missing":
         pytest.skip(f"no fixtures at {OFFICIAL}")

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from .distance import distance, query_blocks
 
-
 FULL_SORT_FRACTION = 8  # a block sorts its rows when more than 1/8 of its images rank before a last match
 
 

@@ -122,3 +122,15 @@ def test_bad_shapes_and_values_are_refused():
         evaluate(torch.tensor([[float("nan"), 1.0]]), *_t([1], [1, 2], [1], [2, 2]))
     with pytest.raises(ValueError, match="metric"):
         distance(torch.zeros(1, 2), torch.zeros(1, 2), "manhattan")
+
+
+def test_the_evaluator_benchmark_runs_in_its_tiny_mode(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "retrieval_eval.py"
+    spec = importlib.util.spec_from_file_location("retrieval_eval", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny"])
+    assert result["same_numbers"] and result["metrics"]["valid"] == 60

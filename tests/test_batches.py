@@ -26,7 +26,8 @@ def _source(n: int = 60, classes: int = 6) -> TensorSource:
 
 
 def _loader(source, **kwargs):
-    args = dict(train=True, batch_size=12, augment="none", mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"))
+    args = {"train": True, "batch_size": 12, "augment": "none", "device": torch.device("cpu")}
+    args.update(mean=(0.5,) * 3, std=(0.25,) * 3)
     return build_loader(source, **{**args, **kwargs})
 
 

@@ -15,6 +15,10 @@ SPECIFIC_KEYS = (
     "train_size",
     "test_size",
     "num_classes",
+    "variant",
+    "folders",
+    "camera_pattern",
+    "test_ids",
 )
 DATASET_KEYS: dict[str, tuple[str, ...]] = {}  # dataset -> the specific keys its reader uses
 

@@ -52,6 +52,10 @@ class DataConfig:
     train_size: int = 4096  # synthetic: training images
     test_size: int = 1024  # synthetic: test images
     num_classes: int = 10  # synthetic: classes
+    variant: str = ""  # cuhk03np: detected | labeled (default detected)
+    folders: list[str] = field(default_factory=list)  # reid_folders: sub-folders holding identity folders
+    camera_pattern: str = r"^(\d+)_"  # reid_folders: regex whose first group is the camera in a file name
+    test_ids: float = 0.5  # reid_folders: test identities, a fraction (< 1) or a count, split by data.split_seed
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Datasets (registry), validation carvings, samplers, batch plans and device-side loaders."""
 
-from . import cifar, folder, mnist, small  # noqa: F401  (registration side effect)
+from . import cifar, folder, mnist, reid, small  # noqa: F401  (registration side effect)
 from .batch import Batch, batch_meta
 from .carving import CARVINGS, carve_validation, split_identities, split_validation
 from .loader import build_loader

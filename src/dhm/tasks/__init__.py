@@ -1,8 +1,9 @@
 """Tasks: what a training step measures, how a split is evaluated and which metric selects the best checkpoint.
 ``TASKS`` holds them by name; ``classification`` (per-head top-1, ensemble, agreement, cross-entropy) is the
-default (``train.task``)."""
+default (``train.task``); ``retrieval`` ranks embeddings (re-ID: rank-k, mAP, mINP)."""
 
 from .base import TASKS, EvalContext, PlotPanel, Task, get_task
 from .classification import Classification
+from .retrieval import Retrieval
 
-__all__ = ["TASKS", "Classification", "EvalContext", "PlotPanel", "Task", "get_task"]
+__all__ = ["TASKS", "Classification", "EvalContext", "PlotPanel", "Retrieval", "Task", "get_task"]

@@ -1,0 +1,154 @@
+"""The task ``retrieval`` (instance recognition, person re-ID): training labels are identities; an evaluation split
+is ranked by embedding distance, every head's embedding and their concatenation, under the Market-1501
+convention (:mod:`dhm.retrieval`). A split whose samples carry ``meta["role"]`` is queries (0) against gallery
+(1); one without (validation carved by identity) is evaluated all against all. mAP of the main head is primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..branches import DHMModel, head_logits, unwrap
+from ..errors import DataError
+from ..retrieval import evaluate_features
+from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
+
+RANKS = (1, 5, 10)
+
+
+def _embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
+    """The embedding of every head (the main one alone without ``heads``): a branched model's features, else
+    the model's own eval-mode output."""
+    if isinstance(inner, DHMModel):
+        out = inner.forward_heads(x, features=True)
+        return list(out.features) if heads else [out.features[0]]
+    return [inner(x)]
+
+
+class Retrieval(Task):
+    """Instance recognition: rank-k, mAP and mINP (%) per head and for the concatenated embeddings."""
+
+    name = "retrieval"
+    primary = "mAP/main"
+    minimize = frozenset()
+    select_split = "val"
+    report_splits = ("test",)
+    train_metric = "id_acc"
+    carve = "identity"
+    sampler = "identity"
+    labels = {"mAP/main": ("mAP", " (%)")}
+    panels = (PlotPanel("retrieval.png", "validation mAP per head", "mAP (%)", ("val/mAP/",)),)
+
+    def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
+        """Training labels are identity indices 0..N-1; evaluation splits hold any identity ids."""
+        if split == "train" and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise DataError(f"training identity labels must be 0..{num_classes - 1} (model.num_classes)")
+
+    def step_counters(self, outputs: Any, target: Tensor) -> Tensor:
+        """Identity predictions that are right, per head."""
+        return torch.stack([(z.argmax(-1) == target).sum() for z in head_logits(outputs)])
+
+    def train_metrics(self, counts: Sequence[float], seen: float, heads: Sequence[str]) -> dict[str, float]:
+        return {"id_acc": 100.0 * counts[0] / seen}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
+        """Embeddings of the whole split (gathered over processes by the samples' indices), L2-normalised, then
+        the retrieval metrics of every head and of their concatenation."""
+        inner = unwrap(model)
+        was_training = inner.training
+        inner.eval()
+        parts: list[tuple[Tensor, list[Tensor], Tensor, Tensor, Tensor | None]] = []
+        for i, batch in enumerate(loader):
+            if ctx.log is not None and i:
+                ctx.log(i)
+            meta = batch.meta
+            with ctx.autocast():
+                embs = [F.normalize(e.float(), dim=1) for e in _embeddings(inner, batch[0], ctx.heads)]
+            parts.append((meta["index"], embs, batch[1], meta["camera"], meta.get("role")))
+        inner.train(was_training)
+        if not parts:
+            raise DataError("the retrieval split is empty")
+        index = torch.cat([p[0] for p in parts])
+        size = self._reduce_size(index, ctx)
+        heads = [self._gather(index, torch.cat([p[1][k] for p in parts]), size, ctx) for k in range(len(parts[0][1]))]
+        pids = self._gather(index, torch.cat([p[2] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
+        cams = self._gather(index, torch.cat([p[3] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
+        roles = None
+        if parts[0][4] is not None:
+            roles = self._gather(index, torch.cat([p[4] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
+        names = list(inner.head_names) if ctx.heads and isinstance(inner, DHMModel) else ["main"]
+        if len(heads) > 1:
+            heads.append(F.normalize(torch.cat(heads, 1), dim=1))
+            names.append("concat")
+        result: dict[str, float] = {}
+        q = roles == 0 if roles is not None else torch.ones_like(pids, dtype=torch.bool)
+        g = roles == 1 if roles is not None else q
+        for name, feats in zip(names, heads):
+            r = evaluate_features(feats[q], feats[g], pids[q], pids[g], cams[q], cams[g], metric="cosine")
+            result[f"mAP/{name}"] = 100.0 * r["mAP"]
+            for k in RANKS:
+                result[f"rank{k}/{name}"] = 100.0 * r["cmc"][min(k, len(r["cmc"])) - 1]
+            result[f"mINP/{name}"] = 100.0 * r["mINP"]
+        return result
+
+    @staticmethod
+    def _reduce_size(index: Tensor, ctx: EvalContext) -> int:
+        """A size that holds every process's indices: the sum over processes of (largest index + 1)."""
+        top = torch.full((1,), float(index.max()) + 1 if len(index) else 0.0, dtype=torch.float64, device=index.device)
+        return int(ctx.reduce_sum(top).item())
+
+    @staticmethod
+    def _gather(index: Tensor, values: Tensor, size: int, ctx: EvalContext) -> Tensor:
+        """Every process's rows placed at their samples' indices and summed over processes: the whole split."""
+        full = torch.zeros(size, values.shape[1], dtype=values.dtype, device=values.device)
+        seen = torch.zeros(size, 1, dtype=values.dtype, device=values.device)
+        full[index] = values
+        seen[index] = 1
+        ctx.reduce_sum(full), ctx.reduce_sum(seen)
+        return full[seen[:, 0] > 0]
+
+    def describe(self, result: dict[str, float]) -> str:
+        heads = sorted({k.split("/")[1] for k in result if k.startswith("mAP/")}, key=lambda h: (h != "main", h))
+        return "  ".join(
+            f"{h}: mAP {result[f'mAP/{h}']:.2f} rank-1 {result[f'rank1/{h}']:.2f} mINP {result[f'mINP/{h}']:.2f}"
+            for h in heads
+        )
+
+    def head_metric(self, head: str) -> str:
+        return f"mAP/{head}"
+
+    def epoch_fields(self, record: dict[str, Any]) -> str:
+        heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in record.items() if k.startswith("val/mAP/"))
+        return f"train id acc {record.get('train/id_acc', float('nan')):.2f}  val mAP [{heads}]"
+
+    def summary_entries(self, best: dict[str, float], last: dict[str, float], val: dict[str, float]) -> dict:
+        """``test_mAP`` and ``test_rank1`` of the checkpoint chosen on validation, ``test_mAP_last``,
+        ``best_val_mAP``."""
+        return {
+            "test_mAP": best.get("mAP/main"),
+            "test_rank1": best.get("rank1/main"),
+            "test_mAP_last": last.get("mAP/main"),
+            "best_val_mAP": val.get("mAP/main"),
+        }
+
+    def summary_table(
+        self, heads: Sequence[str], val: dict[str, float], best: dict[str, float], last: dict[str, float]
+    ) -> str:
+        """mAP and rank-1 (%) per head and the concatenation: validation and test of the best checkpoint, test of
+        the last epoch."""
+        rows = [("head", "val mAP", "test mAP", "test rank-1", "test mAP (last)")]
+        for head in [*heads, "concat"]:
+            if f"mAP/{head}" in best or f"mAP/{head}" in val:
+                cells = (val.get(f"mAP/{head}"), best.get(f"mAP/{head}"), best.get(f"rank1/{head}"))
+                cells += (last.get(f"mAP/{head}"),)
+                rows.append((head, *(f"{c:.2f}" if c is not None else "-" for c in cells)))
+        return format_rows(rows)
+
+
+TASKS.register("retrieval")(Retrieval())

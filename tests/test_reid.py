@@ -110,3 +110,37 @@ def test_retrieval_run_through_the_engine(tmp_path):
         range(2), key=lambda e: (maps[e], e)
     )
     assert 0 < summary["test_mAP"] <= 100 and {"mAP/concat", "rank5/head1", "mINP/main"} <= set(summary["test"])
+
+
+def test_batch_hard_triplet_and_embedding_mimicking_terms():
+    from dhm.losses import BatchHardTriplet, PairDistance
+
+    feats = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 2.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1])
+    out: dict = {}
+    loss = BatchHardTriplet("main", margin=0.3)([None], ["main"], y, out, {"features": [feats]})
+    # anchor 0: d_ap 3, d_an 1 -> 2.3; anchor 1: d_ap 3, d_an sqrt(10) -> relu(3 - 3.162 + 0.3) = 0.138;
+    # anchor 2: d_ap 1, d_an 1 -> 0.3; anchor 3: d_ap 1, d_an 2 -> 0
+    expected = (2.3 + (3 - 10**0.5 + 0.3) + 0.3 + 0.0) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and set(out) == {"triplet/main"}
+    soft = BatchHardTriplet("main", margin=0)([None], ["main"], y, {}, {"features": [feats]})
+    gaps = torch.tensor([2.0, 3 - 10**0.5, 0.0, -1.0])
+    assert float(soft) == pytest.approx(float(torch.nn.functional.softplus(gaps).mean()), rel=1e-5)
+    teacher = torch.randn(4, 2, requires_grad=True)
+    student = torch.randn(4, 2, requires_grad=True)
+    out = {}
+    value = PairDistance({"main->head1": 1.0})(
+        [None, None], ["main", "head1"], y, out, {"features": [teacher, student]}
+    )
+    grads = torch.autograd.grad(value, [teacher, student], allow_unused=True)
+    assert grads[0] is None and float(grads[1].abs().sum()) > 0 and float(out["emb"]) > 0
+
+
+def test_reid_methods_are_registered_and_bot_trains_the_plain_backbone_with_features():
+    import dhm
+
+    assert {"bot", "bot-dsl", "bot-dhm", "bot-dhm-gentle", "bot-dhm-emb"} <= set(dhm.METHODS.list())
+    cfg = load_config("smoke", ["loss.mode=bot"])
+    assert cfg.loss.label_smoothing == 0.1  # the method's setting
+    specs = [s.term for s in dhm.METHODS.get("bot-dhm-emb").terms(cfg.loss)]
+    assert specs == ["ce", "triplet", "pair_kl", "pair_dist"]

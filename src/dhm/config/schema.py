@@ -28,6 +28,9 @@ class LossConfig:
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
     label_smoothing: float = 0.0  # on the cross-entropy terms only (never on the mimicking targets)
+    margin: float = 0.3  # triplet margin of the re-ID methods (0 = soft margin)
+    triplet_weight: float = 1.0  # weight of the batch-hard triplet term (bot*)
+    embed_weight: float = 1.0  # weight of the embedding-mimicking term (bot-dhm-emb)
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
 
 

@@ -1,7 +1,8 @@
-"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``), pair graphs
+"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``, ``pair_dist``), pair graphs
 (``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
 (:class:`MimicLoss`, :func:`mimic_loss`)."""
 
+from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
 from .mimic import MODES, MimicLoss, mimic_loss
 from .objective import Objective, head_names
@@ -11,9 +12,11 @@ __all__ = [
     "MODES",
     "PAIR_GRAPHS",
     "TERMS",
+    "BatchHardTriplet",
     "CrossEntropy",
     "MimicLoss",
     "Objective",
+    "PairDistance",
     "PairKL",
     "Term",
     "graph_weights",

@@ -93,7 +93,8 @@ def test_retrieval_run_through_the_engine(tmp_path):
         "model.name=cifar_resnet20",
         "model.widths=[8,16,32]",
         "train.epochs=2",
-        "train.limit_batches=4",
+        "train.limit_batches=2",
+        "data.test_ids=8",
         "train.progress=false",
         f"train.out_dir={tmp_path}",
     ]

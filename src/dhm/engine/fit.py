@@ -83,6 +83,12 @@ def fit(
         for loader, name in ((val_loader, "validation"), (test_loader, "test"))
     )
     loss_fn = build_loss(cfg, model.head_names if branched else None).to(dist.device)
+    if "features" in loss_fn.needs:  # a method whose terms read pooled features (bot*, ...)
+        if not branched:
+            raise ConfigError(
+                f"loss.mode={cfg.loss.mode} reads the heads' features: give dhm.attach_branches(model, ...)"
+            )
+        model.features = True
     optimizer = optimizer or build_optimizer(model, cfg.optim)
     steps = steps_per_epoch(train, cfg.train.limit_batches)
     scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)

@@ -2,12 +2,14 @@
 
 from .builders import BRANCH_BUILDERS, Branch
 from .model import DHMModel, HeadOutputs, attach_branches, head_logits, strip, unwrap
+from .neck import BNNeck, add_neck, has_neck
 from .plan import PLAN_SOURCES, Stage, StagePlan, stage_plan
 from .spec import BranchSpec
 from .staged import StagedBackbone
 from .trace import SplitError
 
 __all__ = [
+    "BNNeck",
     "BRANCH_BUILDERS",
     "PLAN_SOURCES",
     "Branch",
@@ -18,7 +20,9 @@ __all__ = [
     "Stage",
     "StagePlan",
     "StagedBackbone",
+    "add_neck",
     "attach_branches",
+    "has_neck",
     "head_logits",
     "stage_plan",
     "strip",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .builders import BRANCH_BUILDERS
+from .neck import match_neck
 from .plan import StagePlan, stage_plan
 from .spec import BranchSpec
 
@@ -35,7 +36,8 @@ class DHMModel(nn.Module):
       ``head_names`` (``out.main``, ``out.head1``, ...; ``out[0]`` is the main head); with ``features=True`` (a
       method that reads features asks for it) it returns ``HeadOutputs(logits, features)``, two such tuples:
       the logits and each head's pooled feature (its classifier's input map, averaged over space, (B, C));
-    * eval mode: ``forward`` returns the main logits only and does not run the branches;
+    * eval mode: ``forward`` returns the main logits only (the post-BN embedding for a backbone with a
+      :class:`~dhm.branches.neck.BNNeck`) and does not run the branches;
     * ``forward_heads`` evaluates every head on demand, in either mode.
 
     Example:
@@ -65,6 +67,8 @@ class DHMModel(nn.Module):
                 for k, spec in enumerate(self.specs)
             }
         )
+        for branch in self.branches.values():  # a backbone with a BNNeck gives every branch head one (re-ID)
+            branch.head = match_neck(backbone, branch.head)
         self.dynamic_fork = dynamic_fork
         self.features = features
         # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never

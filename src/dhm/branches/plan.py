@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
 from . import trace, trace_parts
+from .neck import BNNeck
 from .trace import PartFn, SplitError
 
 #: ``(backbone, index, blocks, width, in_channels) -> (fresh stage, its output channels)``
@@ -117,11 +118,14 @@ def stage_plan(net: nn.Module, stages: Sequence[str] | None = None, input_size: 
             raise SplitError(f"it has no 2-D convolution (dhm branches CNNs); {trace.HOW_TO}")
         example = example_input(net, input_size)
         if stages:
-            return traced_plan(net, example, list(stages), source="explicit")
+            plan = traced_plan(net, example, list(stages), source="explicit")
+            necks = [m for m in net.modules() if isinstance(m, BNNeck)]
+            return replace(plan, num_classes=necks[-1].out_features) if necks else plan
         for name in sorted(PLAN_SOURCES, key=lambda n: PLAN_SOURCES.meta(n).get("priority", 50)):
             plan = PLAN_SOURCES.get(name)(net, example)
             if plan is not None:
-                return plan
+                necks = [m for m in net.modules() if isinstance(m, BNNeck)]  # probed in eval mode: embeddings
+                return replace(plan, num_classes=necks[-1].out_features) if necks else plan
         raise SplitError(f"no plan source accepted it; {trace.HOW_TO}")
     except SplitError as exc:
         raise SplitError(f"dhm does not know how to split a {type(net).__name__} into stages: {exc}") from None

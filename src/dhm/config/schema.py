@@ -16,6 +16,9 @@ class ModelConfig:
     dropout: float | None = None  # WRN dropout (paper recipe: 0.3)
     widths: list[int] | None = None  # CIFAR ResNet stage widths (default 16/32/64)
     options: dict[str, Any] = field(default_factory=dict)  # any other family keyword
+    neck: str = "none"  # none | bnneck (re-ID: BatchNorm1d + bias-free classifier per head, eval returns embeddings)
+    last_stride: int | None = None  # 1 keeps the ResNets' last stage at the previous resolution (re-ID); None = 2
+    pretrained: str = ""  # a local torchvision/timm state_dict file loaded into the backbone (never downloaded)
 
 
 @dataclass
@@ -49,8 +52,8 @@ class DataConfig:
     instances: int = 4  # identity sampler: K images per identity in a batch (P = batch_size / K)
     eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
-    augment: str = "cifar"  # cifar (pad-4 crop + flip) | flip | imagenet (random resized crop + flip) | none
-    image_size: int | None = None  # resize to this size (folder datasets, digits); None = native size
+    augment: str = "cifar"  # cifar (pad-4 crop + flip) | crop | flip | imagenet (random resized crop + flip) | reid (pad-10 crop + flip + random erasing 0.5) | none
+    image_size: int | list[int] | None = None  # resize to this side or [height, width] (folder and re-ID datasets; digits take one side); None = native size
     in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)
     train_size: int = 4096  # synthetic: training images
     test_size: int = 1024  # synthetic: test images

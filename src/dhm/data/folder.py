@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from ..config.schema import DataConfig
 from ..errors import DataError
 from .registry import register_dataset
+from .sizes import image_hw
 from .sources import Bundle, FileSource, TensorSource
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -55,21 +57,23 @@ def rgb8(img):
     return img.convert("RGB")
 
 
-def load_image(path: Path, size: int | None = None) -> np.ndarray:
-    """An RGB image as a uint8 (H, W, 3) array, optionally resized to size x size; DataError if unreadable."""
+def load_image(path: Path, size: int | Sequence[int] | None = None) -> np.ndarray:
+    """An RGB image as a uint8 (H, W, 3) array, optionally resized to size x size (or [height, width]);
+    DataError if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    hw = image_hw(size)
     try:
         with Image.open(path) as img:
             img = rgb8(img)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
+            if hw is not None and img.size != (hw[1], hw[0]):
+                img = img.resize((hw[1], hw[0]), Image.BILINEAR)
             return np.asarray(img)
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
-def decode_all(source: FileSource, size: int | None, threads: int = 4) -> TensorSource:
+def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: int = 4) -> TensorSource:
     """Every image of ``source`` decoded into one uint8 (N, 3, H, W) tensor (all must share a size)."""
     start = time.perf_counter()
     if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":  # a slow start-up phase: say so

@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import DataError
 from .augment import AUGMENTS, Preset, apply_batch, center_crop, draw_params, normalize, random_resized_crop, step_seed
 
-AugmentParams = tuple[Tensor, Tensor, Tensor]  # dy, dx, flips for every image of an epoch's global batches
+AugmentParams = tuple[Tensor, ...]  # dy, dx, flips (and erasing draws) for every image of an epoch's global batches
 from .batch import Batch
 from .folder import load_image, rgb8
 from .plan import BatchPlan
 from .samplers import Sampler
+from .sizes import square
 from .sources import FileSource, Source, TensorSource
 
 
@@ -65,7 +66,7 @@ class _Base:
     def _augments(self, generator: torch.Generator) -> AugmentParams | None:
         """The whole epoch's augmentation parameters, drawn once (after the permutation, from the same stream)
         and moved to the training device once."""
-        if not (self.plan.train and (self.preset.pad or self.preset.flip)):
+        if not (self.plan.train and (self.preset.pad or self.preset.flip or self.preset.erase)):
             return None
         params = draw_params(self.preset, self.plan.steps * self.plan.batch_size, generator)
         return tuple(p.to(self.device) for p in params)
@@ -75,8 +76,9 @@ class _Base:
         if params is not None:
             start = step * self.plan.batch_size
             part = slice(start + (sl.start or 0), start + (sl.stop if sl.stop is not None else self.plan.batch_size))
-            dy, dx, flips = (p[part] for p in params)
-            images = apply_batch(images, self.preset, dy, dx, flips)
+            dy, dx, flips, *erase = (p[part] for p in params)
+            fill = (self.mean.flatten() * 255).round().to(torch.uint8)
+            images = apply_batch(images, self.preset, dy, dx, flips, erase[0] if erase else None, fill)
         return normalize(images, self.mean, self.std, self.channels_last)
 
 
@@ -126,6 +128,8 @@ class FileLoader(_Base):
 
     def __init__(self, source: FileSource, *args, image_size: int | None = None, workers: int = 4, **kwargs) -> None:
         super().__init__(source, *args, **kwargs)
+        if self.preset.resized_crop:
+            image_size = square(image_size, "the random resized crop (data.augment=imagenet)")
         self.dataset = _FileDataset(source, image_size, self.plan.train, self.preset.resized_crop)
         self.workers = workers
 

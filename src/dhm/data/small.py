@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ..config.schema import DataConfig
 from .registry import register_dataset
+from .sizes import square
 from .sources import Bundle, TensorSource
 
 DIGITS_TEST_FRACTION = 0.2  # sklearn's digits has no official test split: a fixed 20% (seed 0) is held out
@@ -19,7 +20,7 @@ def digits(cfg: DataConfig) -> Bundle:
 
     raw = load_digits()
     images = torch.as_tensor(raw.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
-    size = cfg.image_size or 32
+    size = square(cfg.image_size, "digits") or 32
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = images.round().clamp(0, 255).to(torch.uint8)
     labels = torch.as_tensor(raw.target, dtype=torch.int64)
@@ -39,7 +40,7 @@ def synthetic(cfg: DataConfig) -> Bundle:
     """A deterministic, learnable set: each class is a smooth random pattern; images are a randomly shifted
     pattern plus pixel noise (3 channels, ``image_size`` default 32). Same data for every training seed."""
     g = torch.Generator().manual_seed(1234)
-    size, classes = cfg.image_size or 32, cfg.num_classes
+    size, classes = square(cfg.image_size, "synthetic") or 32, cfg.num_classes
     templates = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=(size, size), mode="bicubic")
 
     def make(n: int) -> TensorSource:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from ..branches import BranchSpec
+from ..branches import BranchSpec, strip
 from ..config.schema import Config
 from ..data import Bundle, build_dataset, build_loader, build_sampler, carve_validation, take_subset
 from ..errors import ConfigError
 from ..losses import TERMS, Objective, Term
 from ..methods import TermSpec, get_method
 from ..models import create_model
+from ..models.pretrained import load_pretrained
 from ..registry import RegistryError
 from ..tasks import Task, get_task
 from .dist import DistInfo
@@ -29,6 +31,10 @@ def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any
         kwargs["dropout"] = cfg.model.dropout
     if cfg.model.widths is not None:
         kwargs["widths"] = tuple(cfg.model.widths)
+    if cfg.model.last_stride is not None:
+        kwargs["last_stride"] = cfg.model.last_stride
+    if cfg.model.neck != "none":
+        kwargs["neck"] = cfg.model.neck
     return {"name": cfg.model.name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
 
 
@@ -46,7 +52,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         except TypeError as exc:
             raise ConfigError(f"model.branches: {exc}") from None
     try:
-        return create_model(
+        model = create_model(
             spec["name"],
             num_classes=num_classes,
             branches=branches,
@@ -59,6 +65,11 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         raise ConfigError(f"model.name: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build model {spec['name']!r}: {exc}") from None
+    if cfg.model.pretrained:
+        report = load_pretrained(strip(model), cfg.model.pretrained)
+        if os.environ.get("RANK", "0") == "0":
+            print(report.line(cfg.model.pretrained), flush=True)
+    return model
 
 
 def method_needs(cfg: Config) -> set[str]:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel
 from ..config import Config
+from ..data.sizes import image_hw
 from ..errors import ConfigError
 from ..losses import Objective
 from ..registry import RegistryError
@@ -102,8 +103,8 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     steps = steps_per_epoch(data.train, cfg.train.limit_batches)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
     train_images = getattr(data.bundle.train, "images", None)
-    size = cfg.data.image_size or 224
-    input_size = list(train_images.shape[1:]) if isinstance(train_images, Tensor) else [in_channels, size, size]
+    size = image_hw(cfg.data.image_size) or (224, 224)
+    input_size = list(train_images.shape[1:]) if isinstance(train_images, Tensor) else [in_channels, *size]
     meta = RunMeta(
         classes=list(data.bundle.classes),
         mean=list(data.bundle.mean),

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..branches import BranchSpec, StagedBackbone
 from ..branches.staged import init_conv_bn, scaled
 from .registry import register_model
+from .strides import check_last_stride
 
 
 class ShortcutA(nn.Module):
@@ -52,9 +53,15 @@ class CifarResNet(StagedBackbone):
     strides = (1, 2, 2)
 
     def __init__(
-        self, depth: int = 32, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64), in_channels: int = 3
+        self,
+        depth: int = 32,
+        num_classes: int = 100,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        in_channels: int = 3,
+        last_stride: int = 2,
     ) -> None:
         super().__init__()
+        self.strides = (1, 2, check_last_stride(last_stride))  # last_stride=1 keeps the resolution (re-ID)
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6

@@ -31,22 +31,36 @@ def _require(module: str) -> Any:
 @HUBS.register("torchvision")
 def torchvision_model(name: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """``torchvision.models.get_model(name)``, randomly initialised, with ``num_classes`` outputs."""
+    _offline("torchvision", kwargs)
     tv = _require("torchvision")
     if in_channels != 3:
         raise ValueError(f"torchvision models take 3-channel images, this data has {in_channels} channel(s)")
     if name not in tv.models.list_models():
         raise ValueError(f"torchvision has no model {name!r} (torchvision.models.list_models() lists them)")
+    kwargs.pop("weights", None)
     return tv.models.get_model(name, weights=None, **({"num_classes": num_classes} if num_classes else {}), **kwargs)
 
 
 @HUBS.register("timm")
 def timm_model(name: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name)``, randomly initialised, with ``num_classes`` outputs and ``in_channels``."""
+    _offline("timm", kwargs)
     timm = _require("timm")
     if not timm.list_models(name):
         raise ValueError(f"timm has no model {name!r} (timm.list_models() lists them)")
     extra = {"num_classes": num_classes} if num_classes else {}
+    kwargs.pop("pretrained", None)
     return timm.create_model(name, pretrained=False, in_chans=in_channels, **extra, **kwargs)
+
+
+def _offline(library: str, kwargs: dict[str, Any]) -> None:
+    """Refuse the keywords with which a library would download weights (dhm runs offline)."""
+    asked = [k for k in ("pretrained", "weights", "pretrained_cfg_overlay") if kwargs.get(k)]
+    if asked:
+        raise ValueError(
+            f"{library} would download weights ({asked[0]}={kwargs[asked[0]]!r}); dhm never downloads: "
+            "give a local state_dict file with model.pretrained=PATH"
+        )
 
 
 def split_name(name: str) -> tuple[str, str] | None:

@@ -8,12 +8,13 @@ from typing import Any
 
 from torch import nn
 
-from ..branches import BranchSpec, attach_branches, stage_plan
+from ..branches import BranchSpec, add_neck, attach_branches, stage_plan
 from ..registry import Registry
 from .hubs import HUBS, default_branches, split_name
 
 ModelFn = Callable[..., nn.Module]
 MODELS: Registry[ModelFn] = Registry("model")
+NECKS = ("none", "bnneck")
 
 
 def register_model(paper_branches: Sequence[BranchSpec]) -> Callable[[ModelFn], ModelFn]:
@@ -36,6 +37,7 @@ def create_model(
     branches: str | Sequence[BranchSpec | dict] = "paper",
     dynamic_fork: bool = False,
     features: bool = False,
+    neck: str = "none",
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -49,6 +51,8 @@ def create_model(
         dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
         features: the train-mode output also carries every head's pooled feature (``dhm.HeadOutputs``); with
             ``branches="none"`` the backbone is then wrapped as a one-head branched model.
+        neck: ``"none"`` or ``"bnneck"`` (re-ID: the classifier becomes BatchNorm1d + a bias-free classifier on
+            every head, and the eval-mode output is the post-BN embedding; :mod:`dhm.branches.neck`).
         **kwargs: family options, e.g. ``dropout=0.3`` for WRNs. ``None`` values are dropped.
 
     Example:
@@ -60,7 +64,11 @@ def create_model(
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if neck not in NECKS:
+        raise ValueError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}")
     backbone = fn(**kwargs)
+    if neck == "bnneck":
+        add_neck(backbone)
     if isinstance(branches, str) and branches not in ("paper", "none"):
         raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
     if branches == "none" and not features:

@@ -9,6 +9,7 @@ from ..branches import BranchSpec
 from ..branches.plan import PLAN_SOURCES, StagePlan, traced_plan
 from ..branches.staged import scaled
 from .registry import register_model
+from .strides import check_last_stride
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -117,7 +118,8 @@ def _copy_stage(net: nn.Module, index: int, blocks: int, width: float, in_channe
     block = BLOCKS[getattr(net, STAGES[0])[0].expansion]
     planes = scaled(PLANES[index], width)
     groups, base_width = getattr(net, "groups", 1), getattr(net, "base_width", 64)
-    return make_layer(block, in_channels, planes, blocks, 1 if index == 0 else 2, groups, base_width)
+    stride = getattr(net, "strides", (1, 2, 2, 2))[index]  # a branch copy keeps the backbone's last stride
+    return make_layer(block, in_channels, planes, blocks, stride, groups, base_width)
 
 
 def _copy_head(net: nn.Module, in_channels: int, num_classes: int) -> nn.Module:
@@ -153,9 +155,11 @@ class ResNet(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         in_channels: int = 3,
+        last_stride: int = 2,
     ) -> None:
         super().__init__()
         self.groups, self.base_width = groups, width_per_group
+        self.strides = (1, 2, 2, check_last_stride(last_stride))  # last_stride=1: layer4 at 1/16 (re-ID)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -163,7 +167,7 @@ class ResNet(nn.Module):
         channels = 64
         for i, (name, blocks) in enumerate(zip(STAGES, layers)):
             layer, channels = make_layer(
-                block, channels, PLANES[i], blocks, 1 if i == 0 else 2, groups, width_per_group
+                block, channels, PLANES[i], blocks, self.strides[i], groups, width_per_group
             )
             setattr(self, name, layer)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

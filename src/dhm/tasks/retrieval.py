@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..branches import DHMModel, head_logits, unwrap
+from ..branches import DHMModel, has_neck, head_logits, unwrap
 from ..errors import DataError
 from ..retrieval import evaluate_features
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
@@ -22,11 +22,14 @@ RANKS = (1, 5, 10)
 
 
 def _embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
-    """The embedding of every head (the main one alone without ``heads``): a branched model's features, else
-    the model's own eval-mode output."""
+    """The embedding of every head (the main one alone without ``heads``), the model in eval mode: with a BNNeck
+    each head's eval-mode output (the post-BN embedding, as BoT tests); without, a branched model's pooled
+    features; a plain model's own output."""
     if isinstance(inner, DHMModel):
+        if not heads:
+            return [inner(x)] if has_neck(inner.backbone) else [inner.forward_heads(x, features=True).features[0]]
         out = inner.forward_heads(x, features=True)
-        return list(out.features) if heads else [out.features[0]]
+        return list(out.logits) if has_neck(inner.backbone) else list(out.features)
     return [inner(x)]
 
 

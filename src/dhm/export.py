@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .branches import has_neck
 from .deployed import INFO_KEYS, SAFETENSORS_META, SAFETENSORS_MODEL, load_plain
 from .errors import DHMError
 from .files import save_atomic
@@ -59,9 +60,11 @@ def export_torchscript(model: nn.Module, payload: dict[str, Any], out: Path) -> 
 
 @EXPORTERS.register("onnx")
 def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
-    """ONNX with a dynamic batch dimension (needs the ``onnx`` package)."""
+    """ONNX with a dynamic batch dimension (needs the ``onnx`` package): input ``images``, output ``logits`` (or
+    ``embedding`` for a re-ID model with a BNNeck); the mean, std, input size and class names in the model's
+    metadata (``metadata_props``: ``dhm_meta`` as JSON)."""
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise DHMError("onnx export needs the onnx package: pip install onnx onnxscript") from None
     import contextlib
@@ -69,6 +72,7 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
     import io
     import warnings
 
+    output = "embedding" if has_neck(model) else "logits"
     kwargs = {}
     if "external_data" in inspect.signature(torch.onnx.export).parameters:
         kwargs["external_data"] = False  # one self-contained file (the weights of these models are small)
@@ -84,10 +88,15 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
             (_example(payload),),
             str(out),
             input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=[output],
+            dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
             **kwargs,
         )
+    proto = onnx.load(str(out))
+    info = {k: payload.get(k) for k in ("classes", "mean", "std", "input_size")}
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "dhm_meta", json.dumps({**info, "output": output})
+    onnx.save(proto, str(out))
 
 
 def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:

@@ -117,11 +117,14 @@ class Retrieval(Task):
         return full[seen[:, 0] > 0]
 
     def describe(self, result: dict[str, float]) -> str:
+        """The retrieval table of one evaluated split (``dhm eval``): a row per head and the concatenation, mAP,
+        rank-1/5/10 and mINP (%)."""
         heads = sorted({k.split("/")[1] for k in result if k.startswith("mAP/")}, key=lambda h: (h != "main", h))
-        return "  ".join(
-            f"{h}: mAP {result[f'mAP/{h}']:.2f} rank-1 {result[f'rank1/{h}']:.2f} mINP {result[f'mINP/{h}']:.2f}"
-            for h in heads
-        )
+        rows = [("head", "mAP", *(f"rank-{k}" for k in RANKS), "mINP")]
+        for h in heads:
+            cells = (result[f"mAP/{h}"], *(result[f"rank{k}/{h}"] for k in RANKS), result[f"mINP/{h}"])
+            rows.append((h, *(f"{c:.2f}" for c in cells)))
+        return "\n" + format_rows(rows)
 
     def head_metric(self, head: str) -> str:
         return f"mAP/{head}"

@@ -1,0 +1,94 @@
+"""Re-ID deployment on real PKU images: a tiny pku-reid run, then ``dhm eval`` (the retrieval table), ``dhm embed``
+(embeddings equal to the model's own post-BN output, L2-normalised), ``dhm search`` (a ranked gallery, the query
+never its own match) and the ONNX export (output ``embedding``, the normalisation in its metadata)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SHARED_DATA
+
+from dhm.cli import main
+from dhm.deployed import load_deployed
+from dhm.predict import load_images
+
+PKU = SHARED_DATA / "pku-reid-subset"
+pytestmark = pytest.mark.skipif(not PKU.is_dir(), reason=f"{PKU} is not here")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pku")
+    overrides = [
+        f"data.root={PKU}",
+        "model.widths=[8,16,32]",
+        "data.test_ids=8",
+        "train.epochs=1",
+        "train.limit_batches=2",
+        "train.progress=false",
+        "loss.mode=bot-dhm",
+        f"train.out_dir={out}",
+    ]
+    assert main(["train", "pku-reid", *overrides]) == 0
+    return out
+
+
+def test_eval_prints_the_retrieval_table(run, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.pt"), "--heads"]) == 0
+    out = capsys.readouterr().out
+    assert "head" in out and "rank-1" in out and "mINP" in out
+    assert all(f"\n{h} " in out for h in ("main", "head1", "head2", "concat"))
+
+
+def test_embed_writes_the_models_own_normalised_embeddings(run, tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    from safetensors import safe_open
+
+    folder = PKU / "train" / "001"
+    target = tmp_path / "feats.safetensors"
+    assert main(["embed", str(run / "deploy.pt"), str(folder), "-o", str(target)]) == 0
+    assert "16 embeddings of 32 values" in capsys.readouterr().out
+    with safe_open(str(target), framework="pt") as f:
+        feats, files = f.get_tensor("embeddings"), json.loads(f.metadata()["files"])
+    assert feats.shape == (16, 32) and [p.split("/")[-1] for p in files][:2] == ["01_1.png", "01_2.png"]
+    deployed = load_deployed(run / "deploy.pt")
+    _, images = load_images([folder], deployed.input_size)
+    x = (images.float() / 255 - torch.tensor(deployed.mean).view(1, 3, 1, 1)) / torch.tensor(deployed.std).view(
+        1, 3, 1, 1
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(feats, F.normalize(deployed.model(x), dim=1), atol=1e-5, rtol=1e-4)
+    assert main(["embed", str(run / "deploy.pt"), str(folder), "-o", str(tmp_path / "f.txt")]) == 2
+
+
+def test_search_ranks_the_gallery_for_each_query(run, capsys):
+    gallery = PKU / "val" / "all_imgs"
+    query = gallery / "004" / "01_1.png"
+    capsys.readouterr()
+    assert main(["search", str(run / "best.pt"), str(query), "--gallery", str(gallery), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{query}:" and len(lines) == 4
+    distances = [float(line.split()[1]) for line in lines[1:]]
+    assert distances == sorted(distances) and all(0 <= d <= 2 for d in distances)
+    assert all(str(query) not in line for line in lines[1:])  # never its own match
+
+
+def test_a_classifier_is_refused_by_embed(tmp_path, capsys):
+    assert main(["train", "smoke", "loss.mode=ce", "train.epochs=1", f"train.out_dir={tmp_path}"]) == 0
+    image = PKU / "train" / "001" / "01_1.png"
+    assert main(["embed", str(tmp_path / "deploy.pt"), str(image), "-o", str(tmp_path / "f.pt")]) == 2
+    assert "no re-ID neck" in capsys.readouterr().err
+
+
+def test_onnx_export_outputs_the_embedding_with_its_normalisation(run, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="onnx export needs the onnx package (the export extra)")
+    out = tmp_path / "reid.onnx"
+    assert main(["export", str(run / "best.pt"), "--format", "onnx", "-o", str(out)]) == 0
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["embedding"]
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["dhm_meta"])
+    assert meta["input_size"] == [3, 64, 24] and len(meta["mean"]) == 3 and meta["output"] == "embedding"

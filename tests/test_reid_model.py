@@ -1,0 +1,117 @@
+"""The re-ID model parts: BNNeck on every head (train: identity logits, eval: the post-BN embedding), last stride 1 in
+the main path and the branch copies, weights from a local state_dict, hub keywords that would download refused,
+random erasing and [height, width] image sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import dhm
+from dhm.branches import BNNeck, has_neck
+from dhm.config import load_config
+from dhm.data.augment import AUGMENTS, apply_batch, draw_params
+from dhm.data.sizes import image_hw
+from dhm.engine.build import build_model
+from dhm.errors import CheckpointError, ConfigError, DataError
+from dhm.models.pretrained import load_pretrained
+
+
+def test_bnneck_on_every_head_returns_logits_in_train_and_embeddings_in_eval():
+    model = dhm.create_model("cifar_resnet20", num_classes=7, neck="bnneck", features=True)
+    heads = [model.backbone, *(b.head for b in model.branches.values())]
+    assert all(has_neck(h) for h in heads)
+    neck = model.backbone.fc
+    assert isinstance(neck, BNNeck) and neck.classifier.bias is None and not neck.bn.bias.requires_grad
+    x = torch.randn(4, 3, 32, 16)
+    out = model.train()(x)
+    assert [z.shape for z in out.logits] == [(4, 7)] * 3
+    assert out.features[0].shape == (4, 64)  # the pre-BN pooled embedding (what the triplet term reads)
+    model.eval()
+    emb = model(x)
+    assert emb.shape == (4, 64)
+    pooled = model.backbone.avgpool(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
+        model.backbone.forward_stem(x))))).flatten(1)
+    torch.testing.assert_close(emb, neck.bn(pooled))  # post-BN
+    evals = model.forward_heads(x, features=True)
+    assert [e.shape for e in evals.logits] == [(4, 64), (4, 128), (4, 64)]  # every head's post-BN embedding
+    plain = dhm.strip(model)
+    assert plain is model.backbone and plain(x).shape == (4, 64)
+
+
+@pytest.mark.parametrize("name,last,size", [("cifar_resnet20", "layer3", 32), ("resnet18", "layer4", 64)])
+def test_last_stride_one_in_the_main_path_and_in_branch_copies(name, last, size):
+    plain = dhm.create_model(name, num_classes=5, branches="none")
+    model = dhm.create_model(name, num_classes=5, last_stride=1, features=True)
+    x = torch.randn(2, 3, size, size)
+    model.eval()
+
+    def last_map(net):
+        feats = {}
+        handle = getattr(net, last).register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
+        net(x)
+        handle.remove()
+        return feats["x"].shape[-1]
+
+    assert last_map(model.backbone) == 2 * last_map(plain.eval())
+    for branch in model.branches.values():  # every replicated last stage keeps the resolution too
+        stage = branch.stages[-1]
+        strides = {m.stride for m in stage.modules() if isinstance(m, nn.Conv2d)}
+        assert (2, 2) not in strides
+    with pytest.raises(ValueError, match="last_stride must be 1 or 2"):
+        dhm.create_model(name, last_stride=3)
+
+
+def test_pretrained_state_dict_loads_by_name_and_reports_what_it_left(tmp_path, capsys):
+    source = dhm.create_model("resnet18", num_classes=1000, branches="none")
+    path = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    target = dhm.create_model("resnet18", num_classes=10, branches="none", neck="bnneck")
+    report = load_pretrained(target, path)
+    torch.testing.assert_close(target.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    assert "fc.weight" in report.unused and "fc.bn.weight" in report.missing
+    assert "fc.weight" in report.line(path) and "tensors loaded" in report.line(path)
+    cfg = load_config("smoke", ["model.name=resnet18", "model.widths=null", f"model.pretrained={path}", "loss.mode=ce"])
+    model = build_model(cfg, 10, 3)
+    torch.testing.assert_close(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert "model.pretrained:" in capsys.readouterr().out
+    (tmp_path / "other.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_pretrained(target, tmp_path / "other.pth")
+    torch.save({"x.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="no tensor .* matches"):
+        load_pretrained(target, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(target, tmp_path / "missing.pth")
+
+
+def test_a_model_option_that_would_download_weights_is_refused():
+    cfg = load_config("smoke", ["model.name=timm:resnet18", "model.widths=null", "model.options={pretrained: true}", "loss.mode=ce"])
+    with pytest.raises(ConfigError, match="never downloads"):
+        build_model(cfg, 10, 3)
+
+
+def test_random_erasing_is_seeded_inside_the_image_and_filled_with_the_mean():
+    preset = AUGMENTS.get("reid")
+    images = torch.full((64, 3, 32, 16), 200, dtype=torch.uint8)
+    params = draw_params(preset, 64, torch.Generator().manual_seed(0))
+    again = draw_params(preset, 64, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(params, again))
+    fill = torch.tensor([1, 2, 3], dtype=torch.uint8)
+    out = apply_batch(images, preset, *params, fill=fill)
+    erased = (out == fill.view(1, 3, 1, 1)).all(1)  # pixels set to the fill value
+    chosen = params[3][:, 0] > 0
+    assert bool(erased.flatten(1).any(1)[chosen].all()) and not bool(erased.flatten(1).any(1)[~chosen].any())
+    assert 0.2 < chosen.float().mean() < 0.8
+    area = erased.flatten(1).float().mean(1)[chosen]
+    assert float(area.max()) <= 0.45 and float(area.min()) > 0
+
+
+def test_image_size_as_height_and_width():
+    assert image_hw(64) == (64, 64) and image_hw([256, 128]) == (256, 128) and image_hw(None) is None
+    with pytest.raises(DataError, match="height, width"):
+        image_hw([1, 2, 3])
+    cfg = load_config("smoke", ["data.name=digits", "data.image_size=[16,8]"]).data
+    with pytest.raises(DataError, match="square"):
+        dhm.data.build_dataset(cfg)

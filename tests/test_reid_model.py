@@ -115,3 +115,35 @@ def test_image_size_as_height_and_width():
     cfg = load_config("smoke", ["data.name=digits", "data.image_size=[16,8]"]).data
     with pytest.raises(DataError, match="square"):
         dhm.data.build_dataset(cfg)
+
+
+@pytest.mark.parametrize("setup", ["market1501/resnet50", "dukemtmc/resnet50", "msmt17/resnet50"])
+def test_bot_recipes_build_the_bot_model_and_name_their_methods(setup):
+    from dhm.engine.optim import build_optimizer
+
+    methods = {s: load_config(f"{setup}_{s}").loss.mode for s in ("bot", "dsl", "dhm")}
+    assert methods == {"bot": "bot", "dsl": "bot-dsl", "dhm": "bot-dhm"}
+    cfg = load_config(setup)
+    assert cfg.data.image_size == [256, 128] and cfg.train.task == "retrieval" and cfg.loss.label_smoothing == 0.1
+    if setup != "market1501/resnet50":
+        return  # one ResNet-50 build is enough
+    model = build_model(cfg, 751, 3)
+    optimizer = build_optimizer(model, cfg.optim)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["weight_decay"] == 5e-4
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    assert frozen and not frozen & {id(p) for g in optimizer.param_groups for p in g["params"]}
+    model.eval()
+    x = torch.randn(1, 3, 128, 64)
+    with torch.no_grad():
+        assert model(x).shape == (1, 2048)
+        assert model.backbone.layer4(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
+            model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(x)))))))).shape[-2:] == (
+            8, 4)  # 1/16, not 1/32
+    assert all(has_neck(b.head) for b in model.branches.values())
+
+
+def test_unknown_optimizer_is_a_config_error():
+    from dhm.engine.optim import build_optimizer
+
+    with pytest.raises(ConfigError, match="optim.name"):
+        build_optimizer(nn.Linear(2, 2), load_config("smoke", ["optim.name=adamm"]).optim)

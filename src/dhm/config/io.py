@@ -81,6 +81,14 @@ def find_recipe(recipe: str | Path) -> tuple[Path, str]:
     raise ConfigError(f"no recipe {str(recipe)!r} (neither a file nor a bundled recipe){hint}")
 
 
+def _setup_method(data: dict[str, Any], method: str) -> str:
+    """The method a recipe name's suffix means: in a re-ID setup (``train.task: retrieval``) ``_dsl`` and ``_dhm``
+    are the re-ID methods ``bot-dsl`` and ``bot-dhm`` (``market1501/resnet50_dhm``), elsewhere the method itself."""
+    task = (data.get("train") or {}).get("task") if isinstance(data.get("train"), dict) else None
+    reid = f"bot-{method}"
+    return reid if task == "retrieval" and reid in METHODS else method
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"recipe {path} includes itself through _base_")
@@ -234,7 +242,7 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
         except ValueError:
             name = path.stem
         if method:  # an old per-method name: the setup's recipe with the method its name says
-            data.setdefault("loss", {})["mode"] = method
+            data.setdefault("loss", {})["mode"] = _setup_method(data, method)
             name = f"{name}_{method}"
         data.setdefault("name", name)
     explicit: dict[str, Any] = {}

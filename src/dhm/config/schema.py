@@ -66,6 +66,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # for the global batch
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # Nesterov momentum

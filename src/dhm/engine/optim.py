@@ -1,4 +1,5 @@
-"""SGD and the learning-rate schedules (per step, as a function of the fractional epoch)."""
+"""Optimizers (SGD, as the paper trains; Adam and AdamW, as re-ID trains) and the learning-rate schedules (per step, as
+a function of the fractional epoch)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from ..config.schema import OptimConfig
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, RegistryError
 
 SCHEDULES: Registry[Callable[[OptimConfig, int, float], float]] = Registry("lr schedule")
 
@@ -43,22 +44,44 @@ def lr_factor(cfg: OptimConfig, epochs: int, epoch: float) -> float:
     return warm * SCHEDULES.get(cfg.schedule)(cfg, epochs, epoch)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (and Nesterov) over every parameter, weight decay on all of them as released. On CUDA the
-    fused kernel (one launch per step, learning rate read from a tensor when a CUDA graph replays the step)."""
+OptimizerFn = Callable[[list[nn.Parameter], OptimConfig, bool], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFn] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: list[nn.Parameter], cfg: OptimConfig, fused: bool) -> torch.optim.Optimizer:
+    """SGD with momentum (and Nesterov), weight decay on every parameter as released."""
     if cfg.nesterov and cfg.momentum <= 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
-    SCHEDULES.get(cfg.schedule)  # an unknown schedule fails before training starts
-    params = list(model.parameters())
-    fused = bool(params) and all(p.device.type == "cuda" for p in params)
     return torch.optim.SGD(
-        params,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        fused=fused or None,
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, fused=fused or None
     )
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: list[nn.Parameter], cfg: OptimConfig, fused: bool) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient (as BoT trains: lr 3.5e-4, weight decay 5e-4)."""
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: list[nn.Parameter], cfg: OptimConfig, fused: bool) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)."""
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``optim.name`` over every trainable parameter (a frozen one, such as a BNNeck's shift, is left
+    out). On CUDA the fused kernel (one launch per step, learning rate read from a tensor when a CUDA graph replays
+    the step)."""
+    SCHEDULES.get(cfg.schedule)  # an unknown schedule fails before training starts
+    try:
+        make = OPTIMIZERS.get(cfg.name)
+    except RegistryError as exc:  # an unknown name, with suggestions
+        raise ConfigError(f"optim.name: {exc}") from None
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return make(params, cfg, fused)
 
 
 def build_scheduler(

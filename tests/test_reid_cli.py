@@ -42,6 +42,18 @@ def test_eval_prints_the_retrieval_table(run, capsys):
     out = capsys.readouterr().out
     assert "head" in out and "rank-1" in out and "mINP" in out
     assert all(f"\n{h} " in out for h in ("main", "head1", "head2", "concat"))
+    assert main(["eval", str(run / "deploy.pt"), "--flip", "--rerank"]) == 0
+    assert "\nmain " in capsys.readouterr().out
+
+
+def test_flip_and_rerank_change_the_evaluation_of_the_same_model(run):
+    from dhm.engine import evaluate_checkpoint
+
+    plain = evaluate_checkpoint(run / "deploy.pt").splits["test"]
+    flipped = evaluate_checkpoint(run / "deploy.pt", options={"flip": True}).splits["test"]
+    ranked = evaluate_checkpoint(run / "deploy.pt", options={"rerank": True}).splits["test"]
+    assert plain["mAP/main"] != flipped["mAP/main"] and plain["mAP/main"] != ranked["mAP/main"]
+    assert all(0 <= r["rank1/main"] <= 100 for r in (plain, flipped, ranked))
 
 
 def test_embed_writes_the_models_own_normalised_embeddings(run, tmp_path, capsys):

@@ -36,7 +36,8 @@ def _rank() -> int:
 def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine import evaluate_checkpoint
 
-    report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads)
+    options = {k: True for k in ("flip", "rerank") if getattr(ns, k)}
+    report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads, options=options)
     for name, result in report.splits.items():
         print(f"{name}: {report.task.describe(result)}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import config_from_dict
 from ..config.io import apply_overrides
@@ -28,10 +29,12 @@ class CheckpointReport:
     splits: dict[str, dict[str, float]]
 
 
-def evaluate_checkpoint(path: str | Path, overrides: Sequence[str] = (), heads: bool = False) -> CheckpointReport:
+def evaluate_checkpoint(
+    path: str | Path, overrides: Sequence[str] = (), heads: bool = False, options: dict[str, Any] | None = None
+) -> CheckpointReport:
     """The metrics of ``path`` (best.pt / last.pt: every head with ``heads``; deploy.pt and pt / safetensors
     exports: the deployed backbone) on each evaluation split of its run, by split name (``val`` first when the run
-    had one). ``overrides`` are ``key=value`` config changes, e.g. ``data.root=...`` for another data location.
+    had one); ``options`` are the task's evaluation options (retrieval: ``flip``, ``rerank``). ``overrides`` are ``key=value`` config changes, e.g. ``data.root=...`` for another data location.
 
     Example:
         >>> dhm.evaluate_checkpoint("runs/demo/20261126-101500/best.pt", heads=True).splits["test"]
@@ -59,7 +62,9 @@ def evaluate_checkpoint(path: str | Path, overrides: Sequence[str] = (), heads: 
         load_state(model, ckpt["model"], f"checkpoint {path}")
     names = [task.select_split, *task.report_splits]
     splits = {
-        name: evaluate(model, run_data.splits[name], runtime.device, runtime.amp, heads=heads, task=task)
+        name: evaluate(
+            model, run_data.splits[name], runtime.device, runtime.amp, heads=heads, task=task, options=options
+        )
         for name in names
         if run_data.splits.get(name) is not None
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ class EvalContext:
     reduce_sum: Callable[[Tensor], Tensor]
     heads: bool = True  # every head (and their ensemble) or only the deployed one
     log: Callable[[int], None] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the task's evaluation options (retrieval: flip, rerank)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,22 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel, has_neck, head_logits, unwrap
 from ..errors import DataError
-from ..retrieval import evaluate_features
+from ..retrieval import evaluate, evaluate_features, rerank
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
 
 RANKS = (1, 5, 10)
 
 
-def _embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
+def _embeddings(inner: nn.Module, x: Tensor, heads: bool, flip: bool = False) -> list[Tensor]:
+    """L2-normalised embeddings of every head (see :func:`_raw_embeddings`); with ``flip`` the mean of the image's
+    and its mirror's, as re-ID tests with flipped features."""
+    embs = _raw_embeddings(inner, x, heads)
+    if flip:
+        embs = [a.float() + b.float() for a, b in zip(embs, _raw_embeddings(inner, x.flip(3), heads))]
+    return [F.normalize(e.float(), dim=1) for e in embs]
+
+
+def _raw_embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
     """The embedding of every head (the main one alone without ``heads``), the model in eval mode: with a BNNeck
     each head's eval-mode output (the post-BN embedding, as BoT tests); without, a branched model's pooled
     features; a plain model's own output."""
@@ -34,7 +43,9 @@ def _embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
 
 
 class Retrieval(Task):
-    """Instance recognition: rank-k, mAP and mINP (%) per head and for the concatenated embeddings."""
+    """Instance recognition: rank-k, mAP and mINP (%) per head and for the concatenated embeddings. Evaluation
+    options (``EvalContext.options``, ``dhm eval --flip --rerank``): ``flip`` averages each embedding with its
+    mirrored image's, ``rerank`` ranks by k-reciprocal re-ranked distances (k1 20, k2 6, lambda 0.3)."""
 
     name = "retrieval"
     primary = "mAP/main"
@@ -72,7 +83,7 @@ class Retrieval(Task):
                 ctx.log(i)
             meta = batch.meta
             with ctx.autocast():
-                embs = [F.normalize(e.float(), dim=1) for e in _embeddings(inner, batch[0], ctx.heads)]
+                embs = _embeddings(inner, batch[0], ctx.heads, bool(ctx.options.get("flip")))
             parts.append((meta["index"], embs, batch[1], meta["camera"], meta.get("role")))
         inner.train(was_training)
         if not parts:
@@ -93,7 +104,11 @@ class Retrieval(Task):
         q = roles == 0 if roles is not None else torch.ones_like(pids, dtype=torch.bool)
         g = roles == 1 if roles is not None else q
         for name, feats in zip(names, heads):
-            r = evaluate_features(feats[q], feats[g], pids[q], pids[g], cams[q], cams[g], metric="cosine")
+            if ctx.options.get("rerank"):
+                dist = rerank(feats[q], feats[g] if roles is not None else None)
+                r = evaluate(dist, pids[q], pids[g], cams[q], cams[g])
+            else:
+                r = evaluate_features(feats[q], feats[g], pids[q], pids[g], cams[q], cams[g], metric="cosine")
             result[f"mAP/{name}"] = 100.0 * r["mAP"]
             for k in RANKS:
                 result[f"rank{k}/{name}"] = 100.0 * r["cmc"][min(k, len(r["cmc"])) - 1]

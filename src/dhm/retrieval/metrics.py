@@ -7,22 +7,23 @@ first-match curve (``cmc[k]``: the fraction of valid queries whose first true ma
 the non-interpolated mean of the precision at each true match, mAP its mean over the valid queries, mINP the
 mean of (true matches) / (rank of the last one).
 
-Nothing is fully sorted: per query, only the true matches are sorted (by distance, ties by gallery index); one
-comparison pass finds the images no farther than the last match, and only those are compared with the matches,
-which gives each match's rank exactly. The cost therefore follows how far the last true match lies: small for a
-trained model, up to the whole gallery for random features. Work is done in blocks of queries on the distances'
-device, so memory stays bounded.
+Nothing is fully sorted: only the true matches are (by distance, ties by gallery index, as one integer key); one
+comparison pass finds the images no farther than each query's last match, and a binary search among the
+matches places each of them, which gives every match's rank exactly. The cost is one pass over the distances plus
+a logarithmic step for the images before the last match: small for a trained model, at most half the matrix for
+random features. Work is done in blocks of queries on the distances' device, so memory stays bounded.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from .distance import distance, query_blocks
 
-FULL_SORT_FRACTION = 8  # a block sorts its rows when more than 1/8 of its images rank before a last match
-
+BLOCK = 1 << 21  # distances per block of queries when ranking (a few MB: the passes over a block stay in cache)
 
 class Gallery:
     """The gallery's identities grouped (a sorted index per identity), so that a query's same-identity images are
@@ -46,60 +47,68 @@ class Gallery:
         return self.order[index], real
 
 
-def _block_ranks(dist: Tensor, q_pids: Tensor, q_camids: Tensor, gallery: Gallery) -> tuple[Tensor, Tensor]:
+def _order_keys(d: Tensor) -> Tensor:
+    """float32 distances as int64 keys in [0, 2^32) with the same order (negative values included; -0.0 is +0.0)."""
+    bits = (d.float() + 0.0).contiguous().view(torch.int32).long()
+    return torch.where(bits >= 0, bits + (1 << 31), -1 - bits)
+
+
+def _block_ranks(
+    dist: Tensor, q_pids: Tensor, q_camids: Tensor, gallery: Gallery, nonneg: bool = False
+) -> tuple[Tensor, Tensor]:
     """For a block of queries: the 1-based ranks (among valid gallery images) of every true match, ascending,
     padded with 0 (B, M), and the number of true matches (B,).
 
-    Only the images that can rank before a query's last true match are looked at (one comparison pass over the
-    block), and each is compared with that query's few matches: nothing is sorted but the matches."""
-    rows = len(dist)
+    Each image is one int64 key (query row, distance, gallery index), so "ranks before" is one integer compare
+    and ties fall in gallery order. The true matches' keys, sorted, are the buckets; every image of another
+    identity no farther than its query's last match (one comparison pass finds them) is placed among them by a
+    binary search, and the counts per bucket, summed, give each match's rank. Nothing else is sorted.
+    ``nonneg``: every distance is >= 0, so the float bits order them as they are."""
+    rows, size = len(dist), len(gallery.pids)
     same, real = gallery.same_identity(q_pids)  # (B, S)
     match = real & (gallery.cams[same] != q_camids[:, None])
     counts = match.sum(1)
     width = int(counts.max()) if rows else 0
     if width == 0:
         return torch.zeros(rows, 0, dtype=torch.long, device=dist.device), counts
-    # The matches of each row in rank order: by distance, then by gallery index (a stable sort).
-    inf = torch.tensor(float("inf"), device=dist.device)
-    match_d = torch.where(match, dist.gather(1, same), inf)
-    match_i = torch.where(match, same, torch.full_like(same, len(gallery.pids)))
-    order = torch.argsort(match_i, dim=1)  # index order first, then a stable sort by distance keeps it for ties
-    match_d, match_i = match_d.gather(1, order), match_i.gather(1, order)
-    order = torch.argsort(match_d, dim=1, stable=True)[:, :width]
-    match_d, match_i = match_d.gather(1, order), match_i.gather(1, order)
-    last = match_d.gather(1, (counts - 1).clamp_min(0)[:, None])  # the farthest match (inf-free: count >= 1)
-    last = torch.where(counts[:, None] > 0, last, torch.full_like(last, -inf))
-    # Candidates: images no farther than the last match; those of the query's identity are matches or junk.
-    near = dist <= last
-    if int(near.sum()) > rows * len(gallery.pids) // FULL_SORT_FRACTION:  # far last matches: sorting is cheaper
-        return _sorted_ranks(dist, q_pids, q_camids, gallery, width), counts
-    row, col = torch.nonzero(near, as_tuple=True)
-    negative = gallery.pids[col] != q_pids[row]
-    row, col = row[negative], col[negative]
-    before = torch.zeros(rows, width, dtype=torch.long, device=dist.device)
-    step = max(1, (1 << 22) // width)
-    for start in range(0, len(row), step):  # (candidates, M) comparisons, in slices
-        r, c = row[start : start + step], col[start : start + step]
-        d = dist[r, c][:, None]
-        ahead = (d < match_d[r]) | ((d == match_d[r]) & (c[:, None] < match_i[r]))
-        before.index_add_(0, r, ahead.long())
-    position = torch.arange(1, width + 1, device=dist.device)
-    ranks = before + position
-    return torch.where(position[None] <= counts[:, None], ranks, torch.zeros_like(ranks)), counts
+    col_bits, row_bits = max(1, (size - 1).bit_length()), max(1, (rows - 1).bit_length())
+    if col_bits + row_bits + 32 > 63:
+        raise ValueError(f"a block of {rows} queries x {size} gallery images is too large for one key")
 
+    def keys(row: Tensor, d: Tensor, col: Tensor) -> Tensor:
+        order = (d + 0.0).view(torch.int32).long() if nonneg else _order_keys(d)
+        return (row << (32 + col_bits)) | (order << col_bits) | col
 
-def _sorted_ranks(dist: Tensor, q_pids: Tensor, q_camids: Tensor, gallery: Gallery, width: int) -> Tensor:
-    """The match ranks of :func:`_block_ranks` from a stable sort of every row (for blocks whose last matches lie
-    far down the list, random features for one)."""
-    order = torch.argsort(dist, dim=1, stable=True)
-    same = gallery.pids[order] == q_pids[:, None]
-    match = same & (gallery.cams[order] != q_camids[:, None])
-    valid_rank = (~(same & ~match)).cumsum(1)  # 1-based rank among the valid images (junk removed)
-    row, col = torch.nonzero(match, as_tuple=True)
-    ordinal = match.cumsum(1)[row, col] - 1
-    ranks = torch.zeros(len(dist), width, dtype=torch.long, device=dist.device)
-    ranks[row, ordinal] = valid_rank[row, col]
-    return ranks
+    # The matches of each row in rank order (by key), flattened row by row: sorted as a whole.
+    row_of = torch.arange(rows, device=dist.device)[:, None].expand_as(same)
+    m_row, m_col = row_of[match], same[match]
+    match_keys = torch.sort(keys(m_row, dist[m_row, m_col], m_col)).values
+    start = counts.cumsum(0) - counts  # each row's first slot
+    end = start + counts
+    last_key = match_keys[(end - 1).clamp_min(0)]
+    last_d = torch.where(counts > 0, dist.gather(1, (last_key & ((1 << col_bits) - 1))[:, None])[:, 0], -torch.inf)
+
+    def slots(row: Tensor, col: Tensor, d: Tensor) -> Tensor:
+        """The first match each image ranks before (images after their row's last match left out)."""
+        slot = torch.searchsorted(match_keys, keys(row, d, col))
+        return slot[slot < end[row]]
+
+    # Every image no farther than its row's last match, placed among the matches; then the same-identity ones
+    # (the matches themselves and the junk) taken back out, so that only other identities are counted.
+    flat = torch.nonzero((dist <= last_d[:, None]).view(-1)).squeeze(1)
+    row = torch.div(flat, size, rounding_mode="floor")
+    per_slot = torch.bincount(slots(row, flat - row * size, dist.view(-1)[flat]), minlength=len(match_keys))
+    s_row, s_col = row_of[real], same[real]
+    s_d = dist[s_row, s_col]
+    near = s_d <= last_d[s_row]
+    per_slot -= torch.bincount(slots(s_row[near], s_col[near], s_d[near]), minlength=len(match_keys))
+    first = start.repeat_interleave(counts)
+    before = per_slot.cumsum(0)
+    before = before - (before - per_slot)[first]  # count within the row only
+    position = torch.arange(len(match_keys), device=dist.device) - first
+    ranks = torch.zeros(rows, width, dtype=torch.long, device=dist.device)
+    ranks[torch.arange(rows, device=dist.device).repeat_interleave(counts), position] = before + position + 1
+    return ranks, counts
 
 
 def _summarise(ranks: Tensor, counts: Tensor, max_rank: int, gallery: int) -> dict:
@@ -138,11 +147,10 @@ def evaluate(
     """
     dev = distmat.device
     q_pids, g_pids, q_camids, g_camids = (torch.as_tensor(t, device=dev) for t in (q_pids, g_pids, q_camids, g_camids))
-    _check(distmat, q_pids, g_pids, q_camids, g_camids)
+    low = _check(distmat, q_pids, g_pids, q_camids, g_camids)
     gallery = Gallery(g_pids, g_camids)
-    parts = [
-        _block_ranks(distmat[sl], q_pids[sl], q_camids[sl], gallery) for sl in query_blocks(len(q_pids), len(g_pids))
-    ]
+    blocks = query_blocks(len(q_pids), len(g_pids), BLOCK)
+    parts = [_block_ranks(distmat[sl], q_pids[sl], q_camids[sl], gallery, low >= 0) for sl in blocks]
     return _summarise(*_join(parts), max_rank, len(g_pids))
 
 
@@ -163,8 +171,8 @@ def evaluate_features(
     gallery, parts = Gallery(g_pids, g_camids), []
     for sl in query_blocks(len(qf), len(gf)):
         block = distance(qf[sl], gf, metric)
-        _check(block, q_pids[sl], g_pids, q_camids[sl], g_camids)
-        parts.append(_block_ranks(block, q_pids[sl], q_camids[sl], gallery))
+        low = _check(block, q_pids[sl], g_pids, q_camids[sl], g_camids)
+        parts.append(_block_ranks(block, q_pids[sl], q_camids[sl], gallery, low >= 0))
     return _summarise(*_join(parts), max_rank, len(g_pids))
 
 
@@ -174,10 +182,15 @@ def _join(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return ranks, torch.cat([c for _, c in parts])
 
 
-def _check(dist: Tensor, q_pids, g_pids, q_camids, g_camids) -> None:
+def _check(dist: Tensor, q_pids, g_pids, q_camids, g_camids) -> float:
+    """ValueError for inconsistent shapes or non-finite distances; returns the smallest distance."""
     if dist.ndim != 2 or dist.shape != (len(q_pids), len(g_pids)):
         raise ValueError(f"distmat is {tuple(dist.shape)}, expected ({len(q_pids)}, {len(g_pids)}) from the ids")
     if len(q_camids) != len(q_pids) or len(g_camids) != len(g_pids):
         raise ValueError("camera ids must have one entry per query and per gallery image")
-    if not bool(torch.isfinite(dist).all()):
+    if not dist.numel():
+        return 0.0
+    low, high = (float(v) for v in torch.aminmax(dist))  # NaN propagates
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("distmat holds non-finite distances")
+    return low

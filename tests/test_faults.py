@@ -153,3 +153,32 @@ def test_sigkill_at_20_points_then_resume_gives_the_uninterrupted_run(tmp_path):
         if _equal(_final(folder), want):
             survived.append(point)
     assert len(chosen) == 20 and survived == chosen, sorted(set(chosen) - set(survived))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pku-reid-subset").is_dir()
+                    and "DHM_SHARED_DATA" not in os.environ, reason="the PKU re-ID subset is not here")
+def test_a_reid_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
+    from conftest import SHARED_DATA
+
+    args = [
+        "train",
+        "pku-reid",
+        f"data.root={SHARED_DATA / 'pku-reid-subset'}",
+        "model.widths=[8,16,32]",
+        "data.test_ids=8",
+        "train.epochs=3",
+        "train.limit_batches=3",
+        "train.deterministic=true",
+        "train.threads=1",
+        "train.progress=false",
+        "loss.mode=bot-dhm-emb",  # every re-ID term: identity CE, triplet, logit and embedding mimicking
+    ]
+    reference = tmp_path / "reference"
+    assert _child([*args, f"train.out_dir={reference}"], None) == 0
+    want = _final(reference)
+    for i, point in enumerate([("step", 5), ("eval", 2), ("torn-write", 3)]):  # mid-epoch, validation, a checkpoint
+        folder = tmp_path / f"run{i}"
+        assert _child([*args, f"train.out_dir={folder}"], point) == -signal.SIGKILL, point
+        assert _child([*args, f"train.out_dir={folder}", "train.resume=auto"], None) == 0, point
+        assert _equal(_final(folder), want), point

@@ -76,12 +76,12 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--methods", default="bot,bot-dsl,bot-dhm,bot-dhm-gentle,bot-dhm-emb")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = table(collect(args.root), args.methods.split(","))
     text = markdown(rows)
     print(text)

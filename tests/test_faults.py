@@ -172,7 +172,8 @@ def test_a_reid_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
         "train.deterministic=true",
         "train.threads=1",
         "train.progress=false",
-        "loss.mode=bot-dhm-emb",  # every re-ID term: identity CE, triplet, logit and embedding mimicking
+        "loss.mode=bot-dhm-emb",  # every re-ID term: identity CE, triplet, logit and embedding mimicking,
+        "loss.center_weight=5e-4",  # and the center loss with its own parameters and update
     ]
     reference = tmp_path / "reference"
     assert _child([*args, f"train.out_dir={reference}"], None) == 0

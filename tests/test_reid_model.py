@@ -147,3 +147,45 @@ def test_unknown_optimizer_is_a_config_error():
 
     with pytest.raises(ConfigError, match="optim.name"):
         build_optimizer(nn.Linear(2, 2), load_config("smoke", ["optim.name=adamm"]).optim)
+
+
+def test_center_loss_value_gradients_and_own_sgd_update():
+    from dhm.losses import CenterLoss
+
+    term = CenterLoss(num_classes=3, dims=(4, 2), names=("main", "head1"), heads="main", weight=0.1, lr=0.5)
+    feats = torch.randn(6, 4, dtype=torch.float64).float().requires_grad_()
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    centers = term.centers[0]
+    out: dict = {}
+    value = term([None, None], ["main", "head1"], y, out, {"features": [feats, torch.zeros(6, 2)]})
+    plain = 0.5 * (feats.detach().double() - centers.detach().double()[y]).pow(2).sum(1).mean()
+    assert float(value.detach()) == pytest.approx(0.1 * float(plain), rel=1e-5)  # the value: the weighted loss
+    assert float(out["center/main"]) == pytest.approx(float(plain), rel=1e-5)
+    value.backward()
+    diff = (feats.detach() - centers.detach()[y]) / 6
+    torch.testing.assert_close(feats.grad, 0.1 * diff)  # features: the weighted gradient
+    expected = -torch.zeros(3, 4).index_add_(0, y, diff)
+    torch.testing.assert_close(centers.grad, expected)  # centers: the unweighted one (BoT's 1/weight rescale)
+    before = centers.detach().clone()
+    term.own_optimizer().step()
+    torch.testing.assert_close(centers.detach(), before - 0.5 * expected)
+
+
+def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
+    from dhm.engine import build_trainer
+
+    pku = __import__("conftest").SHARED_DATA / "pku-reid-subset"
+    if not pku.is_dir():
+        pytest.skip(f"{pku} is not here")
+    args = [f"data.root={pku}", "model.widths=[8,16,32]", "data.test_ids=8", "train.epochs=1", "train.limit_batches=2",
+            "train.progress=false", "loss.mode=bot-dsl", "loss.center_weight=5e-4", f"train.out_dir={tmp_path}"]
+    trainer = build_trainer(load_config("pku-reid", args))
+    terms = [t for t in trainer.loss_fn.terms if type(t).__name__ == "CenterLoss"]
+    assert len(terms) == 1 and [c.shape for c in terms[0].centers] == [(66, 32), (66, 64), (66, 32)]
+    start = [c.detach().clone() for c in terms[0].centers]
+    trainer.fit()
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(start, terms[0].centers))
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.testing.assert_close(ckpt["loss"]["terms.2.centers.0"], terms[0].centers[0].detach())
+    with pytest.raises(ConfigError, match="center loss"):
+        build_trainer(load_config("pku-reid", [*args, "train.cuda_graph=true", "train.out_dir=" + str(tmp_path / "g")]))

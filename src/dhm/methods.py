@@ -106,8 +106,9 @@ _method(
 
 
 def bot_terms(loss: Any, heads: str = "main", mimic: bool = False, embed: bool = False) -> list[TermSpec]:
-    """The re-ID strong baseline (BoT) on ``heads``: identity cross-entropy (label smoothing) + batch-hard triplet;
-    with ``mimic`` DHM's pairwise KL on the identity logits, with ``embed`` embedding mimicking."""
+    """The re-ID strong baseline (BoT) on ``heads``: identity cross-entropy (label smoothing) + batch-hard triplet
+    (+ center loss with ``loss.center_weight > 0``); with ``mimic`` DHM's pairwise KL on the identity logits, with
+    ``embed`` embedding mimicking."""
     terms = [
         *ce_terms(loss, heads),
         TermSpec("triplet", {"heads": heads, "margin": loss.margin, "weight": loss.triplet_weight}),
@@ -116,6 +117,8 @@ def bot_terms(loss: Any, heads: str = "main", mimic: bool = False, embed: bool =
         terms.append(dhm_terms(loss)[-1])
     if embed:
         terms.append(TermSpec("pair_dist", {"graph": "all", "weight": loss.embed_weight}))
+    if loss.center_weight > 0:
+        terms.append(TermSpec("center", {"heads": heads, "weight": loss.center_weight, "lr": loss.center_lr}))
     return terms
 
 

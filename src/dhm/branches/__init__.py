@@ -2,7 +2,7 @@
 
 from .builders import BRANCH_BUILDERS, Branch
 from .model import DHMModel, HeadOutputs, attach_branches, head_logits, strip, unwrap
-from .neck import BNNeck, add_neck, has_neck
+from .neck import BNNeck, add_neck, has_neck, head_dims
 from .plan import PLAN_SOURCES, Stage, StagePlan, stage_plan
 from .spec import BranchSpec
 from .staged import StagedBackbone
@@ -23,6 +23,7 @@ __all__ = [
     "add_neck",
     "attach_branches",
     "has_neck",
+    "head_dims",
     "head_logits",
     "stage_plan",
     "strip",

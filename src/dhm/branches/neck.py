@@ -71,3 +71,16 @@ def add_neck(module: nn.Module) -> nn.Module:
 def match_neck(backbone: nn.Module, head: nn.Module) -> nn.Module:
     """A branch ``head`` with a neck when the ``backbone`` has one (so every head ranks post-BN embeddings)."""
     return add_neck(head) if has_neck(backbone) else head
+
+
+def head_dims(model: nn.Module) -> tuple[int, ...]:
+    """The embedding size of every head, main first: the input size of each head's classifier (its pooled
+    feature); empty when a head has no linear classifier."""
+    heads = [model.backbone, *(b.head for b in model.branches.values())] if hasattr(model, "branches") else [model]
+    dims = []
+    for head in heads:
+        last = [m for m in head.modules() if isinstance(m, (BNNeck, nn.Linear))]
+        if not last:
+            return ()
+        dims.append(last[-1].bn.num_features if isinstance(last[-1], BNNeck) else last[-1].in_features)
+    return tuple(dims)

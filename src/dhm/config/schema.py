@@ -34,6 +34,8 @@ class LossConfig:
     margin: float = 0.3  # triplet margin of the re-ID methods (0 = soft margin)
     triplet_weight: float = 1.0  # weight of the batch-hard triplet term (bot*)
     embed_weight: float = 1.0  # weight of the embedding-mimicking term (bot-dhm-emb)
+    center_weight: float = 0.0  # weight of the center loss of the bot* methods (0 = off; BoT: 5e-4)
+    center_lr: float = 0.5  # SGD learning rate of the centers' own update (BoT)
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
 
 

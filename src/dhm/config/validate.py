@@ -26,6 +26,8 @@ RULES: dict[str, tuple[Check, ...]] = {
     "loss.eps": ((GE, 0, ">= 0 (0 = exact log-softmax)"), (LT, 1, "< 1")),
     "loss.rampup_epochs": ((GE, 0, ">= 0"),),
     "loss.label_smoothing": ((GE, 0, ">= 0"), (LT, 1, "< 1")),
+    "loss.center_weight": ((GE, 0, ">= 0 (0 = off)"),),
+    "loss.center_lr": ((GT, 0, "> 0"),),
     "data.val_size": ((GE, 0, ">= 0"),),
     "data.split_seed": ((GE, 0, ">= 0"),),
     "data.train_subset": ((GE, 0, ">= 0 (0 = all)"),),

@@ -79,21 +79,33 @@ def method_needs(cfg: Config) -> set[str]:
     return {need for spec in specs for need in TERMS.get(spec.term).needs}
 
 
-def build_loss(cfg: Config, head_names: tuple[str, ...] | None) -> Objective:
-    """The objective of the run's method (``loss.mode``): its term specs as loss terms over ``head_names``."""
+def build_loss(
+    cfg: Config, head_names: tuple[str, ...] | None, num_classes: int | None = None, dims: tuple[int, ...] = ()
+) -> Objective:
+    """The objective of the run's method (``loss.mode``): its term specs as loss terms over ``head_names``; terms
+    with parameters of their own (center loss) are sized by ``num_classes`` and the heads' embedding sizes
+    ``dims``."""
     try:
         specs = get_method(cfg.loss.mode).terms(cfg.loss)
-        return Objective([make_term(spec, head_names) for spec in specs], head_names)
+        sizes = {"num_classes": num_classes, "dims": dims}
+        return Objective([make_term(spec, head_names, sizes) for spec in specs], head_names)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from None
 
 
-def make_term(spec: TermSpec, head_names: tuple[str, ...] | None) -> Term:
-    """The loss term of one method term spec; terms that resolve their heads once are given the head names."""
+def make_term(spec: TermSpec, head_names: tuple[str, ...] | None, sizes: dict[str, Any] | None = None) -> Term:
+    """The loss term of one method term spec; terms that resolve their heads once are given the head names, terms
+    with parameters the model's sizes (``num_classes``, ``dims``)."""
     cls = TERMS.get(spec.term)
     options = dict(spec.options)
-    if "names" in inspect.signature(cls).parameters and head_names is not None:
+    wanted = inspect.signature(cls).parameters
+    if "names" in wanted and head_names is not None:
         options.setdefault("names", head_names)
+    for key, value in (sizes or {}).items():
+        if key in wanted:
+            if not value:
+                raise ValueError(f"the {spec.term} term needs the model's {key}, which this run does not know")
+            options.setdefault(key, value)
     return cls(**options)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..branches import DHMModel
+from ..branches import DHMModel, head_dims
 from ..config import Config
 from ..data.sizes import image_hw
 from ..errors import ConfigError
@@ -98,7 +98,7 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     heads = model.head_names if isinstance(model, DHMModel) else None
-    loss_fn = build_loss(cfg, heads).to(dist.device)
+    loss_fn = build_loss(cfg, heads, data.num_classes, head_dims(model)).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim)
     steps = steps_per_epoch(data.train, cfg.train.limit_batches)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)

@@ -39,6 +39,8 @@ def run_checkpoint(state: RunState, parts: Parts, scaler: torch.amp.GradScaler, 
         "config": config,
         "model": unwrap(parts.model).state_dict(),
         "optimizer": parts.optimizer.state_dict(),
+        "loss": parts.loss_fn.state_dict(),  # a term's own parameters (center loss), else empty
+        "loss_optimizers": [opt.state_dict() for opt in getattr(parts.loss_fn, "own_optimizers", ())],
         "scheduler": parts.scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "state": {
@@ -65,6 +67,10 @@ def restore_run(path: Path, parts: Parts, scaler: torch.amp.GradScaler, config: 
     load_state(parts.model, ckpt["model"], f"checkpoint {path}")
     try:
         parts.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("loss") or parts.loss_fn.state_dict():  # older checkpoints hold no loss state (none was kept)
+            parts.loss_fn.load_state_dict(ckpt.get("loss", {}))
+        for opt, saved in zip(getattr(parts.loss_fn, "own_optimizers", ()), ckpt.get("loss_optimizers", [])):
+            opt.load_state_dict(saved)
         parts.scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
     except (ValueError, KeyError, RuntimeError) as exc:

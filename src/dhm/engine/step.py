@@ -50,6 +50,15 @@ class EagerStep:
             out = self._forward_backward(x, y, meta or {})
         if last_micro:
             self.scaler.step(self.optimizer)
+            for own in getattr(self.loss_fn, "own_optimizers", ()):  # a loss term's own parameters (center loss)
+                if self.distributed:  # the loss is not inside DDP: average its gradients here
+                    for group in own.param_groups:
+                        for p in group["params"]:
+                            if p.grad is not None:
+                                torch.distributed.all_reduce(p.grad)
+                                p.grad.div_(torch.distributed.get_world_size())
+                self.scaler.step(own)
+                own.zero_grad(set_to_none=True)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
         return out

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config, dump_config, to_dict
+from ..errors import ConfigError
 from ..tasks import Task
 from . import dist as D
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
@@ -48,6 +49,8 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=runtime.amp == "fp16")
         if runtime.cuda_graph:
+            if getattr(self.loss_fn, "own_optimizers", None):
+                raise ConfigError("train.cuda_graph=true captures the model's update only: not with a center loss")
             GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, runtime.amp, self.optimizer)
         self.select = select_metric(self.task, cfg.train.select)
         self.display = Display(self.dist.is_main and cfg.train.progress, cfg.train.epochs, cfg.train.log_every_s)

@@ -1,7 +1,8 @@
-"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``, ``pair_dist``), pair graphs
+"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``, ``pair_dist``, ``center``), pair graphs
 (``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
 (:class:`MimicLoss`, :func:`mimic_loss`)."""
 
+from .center import CenterLoss
 from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
 from .mimic import MODES, MimicLoss, mimic_loss
@@ -13,6 +14,7 @@ __all__ = [
     "PAIR_GRAPHS",
     "TERMS",
     "BatchHardTriplet",
+    "CenterLoss",
     "CrossEntropy",
     "MimicLoss",
     "Objective",

@@ -42,6 +42,10 @@ class Objective(nn.Module):
         super().__init__()
         self.terms = nn.ModuleList(terms)
         self.head_names = tuple(head_names) if head_names is not None else None
+        # The terms' own parameters and their optimizers (plain data, not modules: the parameters are the terms').
+        self.own_optimizers: list[torch.optim.Optimizer] = [
+            opt for opt in (term.own_optimizer() for term in self.terms) if opt is not None
+        ]
 
     def set_progress(self, epoch: float) -> None:
         """Tell every term where training is (fractional epoch), e.g. for a ramped-up weight."""

@@ -35,6 +35,11 @@ class Term(nn.Module):
     def set_progress(self, epoch: float) -> None:
         """Where training is (fractional epoch), for terms whose weight changes over the run."""
 
+    def own_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of the term's own parameters (center loss: its centers), stepped by the engine after the
+        model's; ``None`` for a term without parameters."""
+        return None
+
     def forward(
         self,
         heads: Sequence[Tensor],

@@ -49,8 +49,11 @@ def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseli
             "wall_s": [s["wall_time_s"] for s in done.values()],
         }
         pairs = [key for key in done if key in base]
-        for metric, part, key in (("mAP", "test", "mAP/main"), ("rank1", "test", "rank1/main"),
-                                  ("mAP_last", "test_last", "mAP/main")):
+        for metric, part, key in (
+            ("mAP", "test", "mAP/main"),
+            ("rank1", "test", "rank1/main"),
+            ("mAP_last", "test_last", "mAP/main"),
+        ):
             row[f"d_{metric}"] = [done[k][part][key] - base[k][part][key] for k in pairs]
         out[method] = row
     return out
@@ -58,8 +61,10 @@ def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseli
 
 def markdown(rows: dict) -> str:
     lines = [
-        "| method | runs | mAP (best val) | rank-1 (best val) | mAP (last) | rank-1 (last) | "
-        "paired d mAP vs bot (best val) | paired d mAP (last) | paired d rank-1 (best val) | s/run |",
+        (
+            "| method | runs | mAP (best val) | rank-1 (best val) | mAP (last) | rank-1 (last) | "
+            "paired d mAP vs bot (best val) | paired d mAP (last) | paired d rank-1 (best val) | s/run |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for method, r in rows.items():
@@ -68,11 +73,17 @@ def markdown(rows: dict) -> str:
             f"{_ms(r['rank1_last'])} | {_ms(r['d_mAP'])} | {_ms(r['d_mAP_last'])} | {_ms(r['d_rank1'])} | "
             f"{statistics.mean(r['wall_s']):.0f} |"
         )
-    lines += ["", "| method | " + " | ".join(f"mAP {h}" for h in ("main", "head1", "head2", "concat")) + " |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| method | " + " | ".join(f"mAP {h}" for h in ("main", "head1", "head2", "concat")) + " |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for method, r in rows.items():
-        lines.append(f"| {method} | " + " | ".join(_ms(r["heads"].get(h, [])) for h in ("main", "head1", "head2",
-                                                                                        "concat")) + " |")
+        lines.append(
+            f"| {method} | "
+            + " | ".join(_ms(r["heads"].get(h, [])) for h in ("main", "head1", "head2", "concat"))
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -156,8 +156,11 @@ def test_sigkill_at_20_points_then_resume_gives_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pku-reid-subset").is_dir()
-                    and "DHM_SHARED_DATA" not in os.environ, reason="the PKU re-ID subset is not here")
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pku-reid-subset").is_dir()
+    and "DHM_SHARED_DATA" not in os.environ,
+    reason="the PKU re-ID subset is not here",
+)
 def test_a_reid_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
     from conftest import SHARED_DATA
 

@@ -33,8 +33,14 @@ def test_reid_table_pairs_each_method_with_bot_on_the_same_split_and_seed(tmp_pa
         test = {f"{k}/{h}": m for k in ("mAP", "rank1") for h in ("main", "head1", "concat")}
         return {"test": test, "test_last": {"mAP/main": last, "rank1/main": last}, "wall_time_s": 10.0}
 
-    values = {("bot", 0, 0): 10, ("bot", 0, 1): 20, ("bot", 1, 0): 30, ("bot-dhm", 0, 0): 13, ("bot-dhm", 0, 1): 21,
-              ("bot-dhm", 1, 0): 35}
+    values = {
+        ("bot", 0, 0): 10,
+        ("bot", 0, 1): 20,
+        ("bot", 1, 0): 30,
+        ("bot-dhm", 0, 0): 13,
+        ("bot-dhm", 0, 1): 21,
+        ("bot-dhm", 1, 0): 35,
+    }
     for (method, split, seed), m in values.items():
         folder = tmp_path / f"split{split}" / method / f"seed{seed}"
         folder.mkdir(parents=True)

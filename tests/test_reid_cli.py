@@ -16,7 +16,7 @@ from dhm.deployed import load_deployed
 from dhm.predict import load_images
 
 PKU = SHARED_DATA / "pku-reid-subset"
-pytestmark = pytest.mark.skipif(not PKU.is_dir(), reason=f"{PKU} is not here")
+pytestmark = [pytest.mark.skipif(not PKU.is_dir(), reason=f"{PKU} is not here"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

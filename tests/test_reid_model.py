@@ -31,8 +31,9 @@ def test_bnneck_on_every_head_returns_logits_in_train_and_embeddings_in_eval():
     model.eval()
     emb = model(x)
     assert emb.shape == (4, 64)
-    pooled = model.backbone.avgpool(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
-        model.backbone.forward_stem(x))))).flatten(1)
+    pooled = model.backbone.avgpool(
+        model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(model.backbone.forward_stem(x))))
+    ).flatten(1)
     torch.testing.assert_close(emb, neck.bn(pooled))  # post-BN
     evals = model.forward_heads(x, features=True)
     assert [e.shape for e in evals.logits] == [(4, 64), (4, 128), (4, 64)]  # every head's post-BN embedding
@@ -87,7 +88,9 @@ def test_pretrained_state_dict_loads_by_name_and_reports_what_it_left(tmp_path, 
 
 
 def test_a_model_option_that_would_download_weights_is_refused():
-    cfg = load_config("smoke", ["model.name=timm:resnet18", "model.widths=null", "model.options={pretrained: true}", "loss.mode=ce"])
+    cfg = load_config(
+        "smoke", ["model.name=timm:resnet18", "model.widths=null", "model.options={pretrained: true}", "loss.mode=ce"]
+    )
     with pytest.raises(ConfigError, match="never downloads"):
         build_model(cfg, 10, 3)
 
@@ -117,6 +120,7 @@ def test_image_size_as_height_and_width():
         dhm.data.build_dataset(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", ["market1501/resnet50", "dukemtmc/resnet50", "msmt17/resnet50"])
 def test_bot_recipes_build_the_bot_model_and_name_their_methods(setup):
     from dhm.engine.optim import build_optimizer
@@ -136,9 +140,15 @@ def test_bot_recipes_build_the_bot_model_and_name_their_methods(setup):
     x = torch.randn(1, 3, 128, 64)
     with torch.no_grad():
         assert model(x).shape == (1, 2048)
-        assert model.backbone.layer4(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
-            model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(x)))))))).shape[-2:] == (
-            8, 4)  # 1/16, not 1/32
+        assert model.backbone.layer4(
+            model.backbone.layer3(
+                model.backbone.layer2(
+                    model.backbone.layer1(
+                        model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(x))))
+                    )
+                )
+            )
+        ).shape[-2:] == (8, 4)  # 1/16, not 1/32
     assert all(has_neck(b.head) for b in model.branches.values())
 
 
@@ -171,14 +181,24 @@ def test_center_loss_value_gradients_and_own_sgd_update():
     torch.testing.assert_close(centers.detach(), before - 0.5 * expected)
 
 
+@pytest.mark.slow
 def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
     from dhm.engine import build_trainer
 
     pku = __import__("conftest").SHARED_DATA / "pku-reid-subset"
     if not pku.is_dir():
         pytest.skip(f"{pku} is not here")
-    args = [f"data.root={pku}", "model.widths=[8,16,32]", "data.test_ids=8", "train.epochs=1", "train.limit_batches=2",
-            "train.progress=false", "loss.mode=bot-dsl", "loss.center_weight=5e-4", f"train.out_dir={tmp_path}"]
+    args = [
+        f"data.root={pku}",
+        "model.widths=[8,16,32]",
+        "data.test_ids=8",
+        "train.epochs=1",
+        "train.limit_batches=2",
+        "train.progress=false",
+        "loss.mode=bot-dsl",
+        "loss.center_weight=5e-4",
+        f"train.out_dir={tmp_path}",
+    ]
     trainer = build_trainer(load_config("pku-reid", args))
     terms = [t for t in trainer.loss_fn.terms if type(t).__name__ == "CenterLoss"]
     assert len(terms) == 1 and [c.shape for c in terms[0].centers] == [(66, 32), (66, 64), (66, 32)]

@@ -33,8 +33,9 @@ def _reference(qf: np.ndarray, gf: np.ndarray | None, k1: int, k2: int, lam: flo
         w = np.exp(-d[i, idx])
         v[i, idx] = w / w.sum()
     v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
-    jac = np.array([[1 - np.minimum(v[i], v[j]).sum() / np.maximum(v[i], v[j]).sum() for j in range(q, n)]
-                    for i in rows])
+    jac = np.array(
+        [[1 - np.minimum(v[i], v[j]).sum() / np.maximum(v[i], v[j]).sum() for j in range(q, n)] for i in rows]
+    )
     return (1 - lam) * jac + lam * d[list(rows)][:, q:]
 
 

@@ -116,7 +116,7 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
     "retrieval": {"base"},
     "data": {"base", "config"},
     "tasks": {"base", "branches", "retrieval"},
-    "deployed": {"base", "branches", "models", "data"},
+    "deployed": {"base", "branches", "models", "data", "retrieval"},
     "engine": {"base", "methods", "config", "branches", "models", "losses", "retrieval", "data", "tasks", "deployed"},
 }
 BASE = {"errors", "registry", "version", "dynamic", "files"}
@@ -127,7 +127,7 @@ def _package(module: str) -> str:
     first = module.split(".")[0]
     if first in BASE:
         return "base"
-    if first in ("export", "predict"):
+    if first in ("export", "predict", "embed"):
         return "deployed"
     return "top" if first in TOP else first
 

@@ -57,7 +57,9 @@ def save_embeddings(path: str | Path, files: list[Path], feats: torch.Tensor) ->
                 from safetensors.torch import save_file
             except ImportError:
                 raise DHMError("writing safetensors needs the safetensors package: pip install safetensors") from None
-            save_file({"embeddings": feats.contiguous()}, str(path), metadata={"files": json.dumps(list(map(str, files)))})
+            save_file(
+                {"embeddings": feats.contiguous()}, str(path), metadata={"files": json.dumps(list(map(str, files)))}
+            )
         elif path.suffix == ".pt":
             torch.save({"embeddings": feats, "files": [str(f) for f in files]}, path)
         else:

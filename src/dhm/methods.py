@@ -153,6 +153,14 @@ METHODS.register("dhm-official")(  # the older name: the same method, marked as 
 )
 
 
+def suffix_method(suffix: str, task: str | None) -> str:
+    """The method a setup recipe's name suffix means: in a re-ID setup (``train.task: retrieval``) ``_dsl`` and
+    ``_dhm`` are the re-ID methods ``bot-dsl`` and ``bot-dhm`` (``market1501/resnet50_dhm``), elsewhere the method
+    of that name."""
+    reid = f"bot-{suffix}"
+    return reid if task == "retrieval" and reid in METHODS else suffix
+
+
 def get_method(name: str) -> Method:
     """The method ``name`` (a one-line error with suggestions for an unknown one)."""
     return METHODS.get(name)

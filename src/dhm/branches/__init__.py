@@ -9,9 +9,9 @@ from .staged import StagedBackbone
 from .trace import SplitError
 
 __all__ = [
-    "BNNeck",
     "BRANCH_BUILDERS",
     "PLAN_SOURCES",
+    "BNNeck",
     "Branch",
     "BranchSpec",
     "DHMModel",

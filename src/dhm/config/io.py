@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
-from ..methods import METHODS, get_method
+from ..methods import METHODS, get_method, suffix_method
 from ..registry import RegistryError
 from .datakeys import unused_keys
 from .presets import apply_loss_preset
@@ -79,14 +79,6 @@ def find_recipe(recipe: str | Path) -> tuple[Path, str]:
     close = difflib.get_close_matches(str(recipe), list_recipes(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `dhm recipes` lists the bundled ones"
     raise ConfigError(f"no recipe {str(recipe)!r} (neither a file nor a bundled recipe){hint}")
-
-
-def _setup_method(data: dict[str, Any], method: str) -> str:
-    """The method a recipe name's suffix means: in a re-ID setup (``train.task: retrieval``) ``_dsl`` and ``_dhm``
-    are the re-ID methods ``bot-dsl`` and ``bot-dhm`` (``market1501/resnet50_dhm``), elsewhere the method itself."""
-    task = (data.get("train") or {}).get("task") if isinstance(data.get("train"), dict) else None
-    reid = f"bot-{method}"
-    return reid if task == "retrieval" and reid in METHODS else method
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -242,7 +234,8 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
         except ValueError:
             name = path.stem
         if method:  # an old per-method name: the setup's recipe with the method its name says
-            data.setdefault("loss", {})["mode"] = _setup_method(data, method)
+            train = data.get("train") if isinstance(data.get("train"), dict) else {}
+            data.setdefault("loss", {})["mode"] = suffix_method(method, train.get("task"))
             name = f"{name}_{method}"
         data.setdefault("name", name)
     explicit: dict[str, Any] = {}

@@ -54,8 +54,8 @@ class DataConfig:
     instances: int = 4  # identity sampler: K images per identity in a batch (P = batch_size / K)
     eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
-    augment: str = "cifar"  # cifar (pad-4 crop + flip) | crop | flip | imagenet (random resized crop + flip) | reid (pad-10 crop + flip + random erasing 0.5) | none
-    image_size: int | list[int] | None = None  # resize to this side or [height, width] (folder and re-ID datasets; digits take one side); None = native size
+    augment: str = "cifar"  # cifar (pad-4 crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erasing) | none
+    image_size: int | list[int] | None = None  # resize to this side or [height, width] (re-ID); None = native
     in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)
     train_size: int = 4096  # synthetic: training images
     test_size: int = 1024  # synthetic: test images

@@ -68,7 +68,7 @@ def draw_params(preset: Preset, count: int, generator: torch.Generator) -> tuple
 def random_erase(images: Tensor, erase: Tensor, fill: Tensor) -> Tensor:
     """Random erasing of a uint8 (N, C, H, W) batch from :func:`draw_params`' draws, filled with ``fill`` (C,
     uint8, the mean pixel): one rectangle of the drawn area and aspect per chosen image, clipped to the image."""
-    n, _, h, w = images.shape
+    _, _, h, w = images.shape
     erase = erase.to(images.device)
     area = erase[:, 1] * (h * w)
     aspect = erase[:, 2].exp()

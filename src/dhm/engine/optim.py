@@ -54,7 +54,12 @@ def sgd(params: list[nn.Parameter], cfg: OptimConfig, fused: bool) -> torch.opti
     if cfg.nesterov and cfg.momentum <= 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, fused=fused or None
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        fused=fused or None,
     )
 
 

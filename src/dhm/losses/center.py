@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .embedding import _chosen
 from .kl import fp32
@@ -39,7 +39,9 @@ class CenterLoss(Term):
     ) -> None:
         super().__init__()
         if weight < 0 or lr <= 0 or num_classes < 1:
-            raise ValueError(f"center loss needs weight >= 0, lr > 0 and classes >= 1, got {weight}, {lr}, {num_classes}")
+            raise ValueError(
+                f"center loss needs weight >= 0, lr > 0 and classes >= 1, got {weight}, {lr}, {num_classes}"
+            )
         if len(dims) != len(names):
             raise ValueError(f"center loss: {len(dims)} embedding sizes for {len(names)} heads {list(names)}")
         self.heads = heads if isinstance(heads, str) else tuple(heads)

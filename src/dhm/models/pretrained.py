@@ -58,7 +58,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> PretrainedReport:
         raise CheckpointError(f"model.pretrained: {path} does not exist (dhm never downloads weights)")
     try:
         obj = torch_load(path)
-    except Exception as exc:  # torch.load raises many types on corrupt or foreign files
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on corrupt or foreign files
         raise CheckpointError(f"model.pretrained: cannot load {path}: {load_error(exc)}") from None
     state = _state_dict(obj, path)
     own = model.state_dict()

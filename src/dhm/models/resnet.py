@@ -166,9 +166,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         channels = 64
         for i, (name, blocks) in enumerate(zip(STAGES, layers)):
-            layer, channels = make_layer(
-                block, channels, PLANES[i], blocks, self.strides[i], groups, width_per_group
-            )
+            layer, channels = make_layer(block, channels, PLANES[i], blocks, self.strides[i], groups, width_per_group)
             setattr(self, name, layer)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(channels, num_classes)

@@ -25,6 +25,7 @@ from .distance import distance, query_blocks
 
 BLOCK = 1 << 21  # distances per block of queries when ranking (a few MB: the passes over a block stay in cache)
 
+
 class Gallery:
     """The gallery's identities grouped (a sorted index per identity), so that a query's same-identity images are
     gathered without comparing it with the whole gallery."""

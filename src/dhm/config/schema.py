@@ -56,6 +56,7 @@ class DataConfig:
     workers: int = 4  # DataLoader workers for folder datasets
     augment: str = "cifar"  # cifar (pad-4 crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erasing) | none
     image_size: int | list[int] | None = None  # resize to this side or [height, width] (re-ID); None = native
+    pad: int | None = None  # pad-and-crop shift in pixels of data.augment (None = the preset's: 4, reid 10)
     in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)
     train_size: int = 4096  # synthetic: training images
     test_size: int = 1024  # synthetic: test images

@@ -29,6 +29,7 @@ RULES: dict[str, tuple[Check, ...]] = {
     "loss.center_weight": ((GE, 0, ">= 0 (0 = off)"),),
     "loss.center_lr": ((GT, 0, "> 0"),),
     "data.val_size": ((GE, 0, ">= 0"),),
+    "data.pad": ((GE, 0, ">= 0"),),
     "data.split_seed": ((GE, 0, ">= 0"),),
     "data.train_subset": ((GE, 0, ">= 0 (0 = all)"),),
     "data.batch_size": ((GE, 1, ">= 1"),),

@@ -11,6 +11,7 @@ from the host or waits for it.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 
@@ -192,14 +193,19 @@ def build_loader(
     image_size: int | None = None,
     workers: int = 4,
     sampler: Sampler | None = None,
+    pad: int | None = None,
 ) -> _Base:
     """A loader for ``source``: in-memory tensors stay on ``device``; files are read by ``workers`` processes.
 
     ``batch_size`` is the global batch when ``train`` (split over processes and accumulation steps) and the
-    per-process batch otherwise; ``sampler`` draws the training order (default: ``random``).
+    per-process batch otherwise; ``sampler`` draws the training order (default: ``random``); ``pad`` replaces the
+    augmentation preset's pad-and-crop shift (small images want a smaller one).
     """
     plan = BatchPlan(len(source), batch_size, train, seed, rank, world, accum, sampler if train else None)
-    args = (plan, AUGMENTS.get(augment), mean, std, device, channels_last)
+    preset = AUGMENTS.get(augment)
+    if pad is not None:
+        preset = dataclasses.replace(preset, pad=pad)
+    args = (plan, preset, mean, std, device, channels_last)
     if isinstance(source, TensorSource):
         return TensorLoader(source, *args)
     return FileLoader(source, *args, image_size=image_size, workers=workers)

@@ -148,6 +148,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
         task.check_labels(split, src.labels, num_classes)
     common = dict(
         augment=cfg.data.augment,
+        pad=cfg.data.pad,
         mean=bundle.mean,
         std=bundle.std,
         device=dist.device,

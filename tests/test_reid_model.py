@@ -209,3 +209,14 @@ def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
     torch.testing.assert_close(ckpt["loss"]["terms.2.centers.0"], terms[0].centers[0].detach())
     with pytest.raises(ConfigError, match="center loss"):
         build_trainer(load_config("pku-reid", [*args, "train.cuda_graph=true", "train.out_dir=" + str(tmp_path / "g")]))
+
+
+def test_pk_is_the_identity_sampler():
+    from dhm.data.samplers import build_sampler
+
+    labels = torch.arange(10).repeat_interleave(5)
+    draws = [
+        build_sampler(n, labels, instances=4).draw(2, 16, torch.Generator().manual_seed(0), 0)
+        for n in ("pk", "identity")
+    ]
+    assert torch.equal(torch.as_tensor(draws[0]), torch.as_tensor(draws[1]))

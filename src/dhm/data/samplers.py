@@ -114,6 +114,9 @@ class IdentityOrder(Sampler):
         return batches
 
 
+SAMPLERS.register("pk")(IdentityOrder)  # the name re-ID codebases give it (P identities x K images)
+
+
 def build_sampler(name: str, labels: Tensor, **options: object) -> Sampler:
     """The sampler ``name`` over a split with ``labels`` (``options``: ``instances`` for ``identity``)."""
     return SAMPLERS.get(name)(labels, **options)

@@ -10,6 +10,8 @@ their own on their heads (:func:`match_neck`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 
@@ -52,20 +54,28 @@ def has_neck(module: nn.Module) -> bool:
     return any(isinstance(m, BNNeck) for m in module.modules())
 
 
+def replace_last_linear(module: nn.Module, make: Callable[[nn.Linear], nn.Module], purpose: str) -> nn.Module:
+    """``module`` with its last ``nn.Linear`` (its classifier) replaced by ``make(old)``, in place; returned for
+    chaining. A ValueError naming ``purpose`` when it has none."""
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(module).__name__} has no nn.Linear classifier to {purpose}")
+    parent_name, _, attr = names[-1].rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, attr, make(getattr(parent, attr)))
+    return module
+
+
 def add_neck(module: nn.Module) -> nn.Module:
     """``module`` with its last ``nn.Linear`` replaced by a :class:`BNNeck` of the same sizes (in place; returned
     for chaining). A module that already has a neck is returned unchanged."""
     if has_neck(module):
         return module
-    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(module).__name__} has no nn.Linear classifier to put a BNNeck in place of")
-    parent_name, _, attr = names[-1].rpartition(".")
-    parent = module.get_submodule(parent_name) if parent_name else module
-    old = getattr(parent, attr)
-    neck = BNNeck(old.in_features, old.out_features).to(device=old.weight.device, dtype=old.weight.dtype)
-    setattr(parent, attr, neck)
-    return module
+
+    def neck(old: nn.Linear) -> nn.Module:
+        return BNNeck(old.in_features, old.out_features).to(device=old.weight.device, dtype=old.weight.dtype)
+
+    return replace_last_linear(module, neck, "put a BNNeck in place of")
 
 
 def match_neck(backbone: nn.Module, head: nn.Module) -> nn.Module:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from . import trace, trace_parts
-from .neck import BNNeck
+from .neck import BNNeck, replace_last_linear
 from .trace import PartFn, SplitError
 
 #: ``(backbone, index, blocks, width, in_channels) -> (fresh stage, its output channels)``
@@ -217,14 +217,11 @@ def _with_classes(head: nn.Module, have: int, want: int) -> nn.Module:
     """``head`` predicting ``want`` classes: its last ``nn.Linear`` replaced when ``have`` differs."""
     if want == have:
         return head
-    names = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"the copied head has no nn.Linear classifier to resize from {have} to {want} classes")
-    parent_name, _, attr = names[-1].rpartition(".")
-    parent = head.get_submodule(parent_name) if parent_name else head
-    old = getattr(parent, attr)
-    setattr(parent, attr, nn.Linear(old.in_features, want, bias=old.bias is not None, device=old.weight.device))
-    return head
+
+    def resized(old: nn.Linear) -> nn.Module:
+        return nn.Linear(old.in_features, want, bias=old.bias is not None, device=old.weight.device)
+
+    return replace_last_linear(head, resized, f"resize from {have} to {want} classes")
 
 
 @PLAN_SOURCES.register("timm", priority=30)

@@ -46,6 +46,7 @@ class _Base:
         self.meta = {k: v.to(device) for k, v in source.meta.items()}  # per-sample metadata, on the device
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.fill = (self.mean.flatten() * 255).round().to(torch.uint8)  # random erasing's value: the mean pixel
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,8 +79,7 @@ class _Base:
             start = step * self.plan.batch_size
             part = slice(start + (sl.start or 0), start + (sl.stop if sl.stop is not None else self.plan.batch_size))
             dy, dx, flips, *erase = (p[part] for p in params)
-            fill = (self.mean.flatten() * 255).round().to(torch.uint8)
-            images = apply_batch(images, self.preset, dy, dx, flips, erase[0] if erase else None, fill)
+            images = apply_batch(images, self.preset, dy, dx, flips, erase[0] if erase else None, self.fill)
         return normalize(images, self.mean, self.std, self.channels_last)
 
 

@@ -9,17 +9,15 @@ input size; training checkpoints and deploy dicts hold them as entries, safetens
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from .deploy_meta import check_info, check_spec, parse_json, rebuild
 from .errors import CheckpointError, DHMError, first_line
-from .files import DEPLOY_FORMAT, FORMAT, load_file, load_state
-from .models import create_model
+from .files import DEPLOY_FORMAT, FORMAT, load_file
 from .version import __version__
 
 SAFETENSORS_META = "dhm_meta"  # safetensors metadata key: classes, mean, std, input_size, config (JSON)
@@ -45,19 +43,6 @@ class Deployed:
     payload: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def rebuild(spec: dict[str, Any], state: dict[str, torch.Tensor], what: str) -> nn.Module:
-    """The plain model of ``spec`` with the weights ``state`` (strictly), in eval mode."""
-    model = create_model(
-        spec["name"],
-        num_classes=spec["num_classes"],
-        branches="none",
-        in_channels=spec["in_channels"],
-        **spec["kwargs"],
-    )
-    load_state(model, state, what)
-    return model.eval()
-
-
 def deploy_payload(backbone: nn.Module, model_spec: dict[str, Any] | None, info: dict[str, Any]) -> dict[str, Any]:
     """The branch-free deploy dict: the plain backbone's state_dict, what rebuilds it (``model_spec``; None for a
     user's own model) and ``info`` (classes, mean, std, input size, config)."""
@@ -71,16 +56,18 @@ def _from_dict(obj: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, An
     spec = obj["model"] if deploy else obj.get("model_spec")
     if spec is None and (deploy or "model_spec" in obj):  # written by dhm.fit
         raise CheckpointError(OWN_MODEL.format(path=path, key="state_dict" if deploy else "model"))
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{path} does not say which model it holds")
+    what = f"{'deploy file' if deploy else 'checkpoint'} {path}"
+    spec = check_spec(spec, what)
+    info = check_info({k: obj.get(k) for k in INFO_KEYS}, spec, what)
     if deploy:
-        return rebuild(spec, obj["state_dict"], f"deploy file {path}"), obj
-    prefix = "backbone."
-    state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)} or obj["model"]
-    model = rebuild(spec, state, f"checkpoint {path}")
-    info = {k: obj.get(k) for k in ("classes", "input_size", "mean", "std")}
-    payload = deploy_payload(model, spec, {**info, "classes": info["classes"] or [], "config": obj.get("config", {})})
-    return model, payload
+        model = rebuild(spec, obj["state_dict"], what)
+    else:
+        weights = obj["model"] if isinstance(obj["model"], dict) else {}
+        prefix = "backbone."
+        model = rebuild(
+            spec, {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)} or weights, what
+        )
+    return model, deploy_payload(model, spec, info)
 
 
 def _from_safetensors(path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -97,8 +84,10 @@ def _from_safetensors(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"cannot read {path}: {first_line(exc)}") from None
     if SAFETENSORS_MODEL not in meta:
         raise CheckpointError(f"{path} is not a dhm export (no {SAFETENSORS_MODEL!r} metadata)")
-    spec, info = json.loads(meta[SAFETENSORS_MODEL]), json.loads(meta.get(SAFETENSORS_META, "{}"))
-    model = rebuild(spec, state, f"export {path}")
+    what = f"export {path}"
+    spec = check_spec(parse_json(meta[SAFETENSORS_MODEL], what, f"metadata {SAFETENSORS_MODEL!r}"), what)
+    info = check_info(parse_json(meta.get(SAFETENSORS_META, "{}"), what, f"metadata {SAFETENSORS_META!r}"), spec, what)
+    model = rebuild(spec, state, what)
     return model, deploy_payload(model, spec, info)
 
 
@@ -121,7 +110,8 @@ def load_deployed(path: str | Path) -> Deployed:
     missing = [k for k in ("mean", "std", "input_size") if not payload.get(k)]
     if missing:
         raise CheckpointError(
-            f"{path} does not carry {', '.join(missing)} (written by an older dhm); use the run's deploy.pt"
+            f"{path} does not carry {', '.join(missing)} (written by an older dhm, or imported without "
+            "normalisation); use the run's deploy.pt, or import again with --mean and --std"
         )
     return Deployed(
         model,

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from .data.augment import center_crop
-from .data.folder import EXTENSIONS, rgb8
+from .data.decode import read_image
+from .data.folder import EXTENSIONS
 from .deployed import Deployed, load_deployed
 from .errors import DataError
 
@@ -19,8 +20,8 @@ __all__ = ["Deployed", "load_deployed", "load_images", "predict"]
 def load_images(paths: list[str | Path], input_size: list[int]) -> tuple[list[Path], torch.Tensor]:
     """Image files (folders are searched recursively) as a uint8 (N, C, H, W) batch at the model's input size:
     small and non-square inputs (CIFAR-like, re-ID) are resized, large square ones (ImageNet-like) resized and
-    centre-cropped; decoded as training decodes (:func:`dhm.data.folder.rgb8`)."""
-    from PIL import Image, UnidentifiedImageError
+    centre-cropped; decoded as training decodes (:func:`dhm.data.decode.read_image`)."""
+    from PIL import Image
 
     files: list[Path] = []
     for item in map(Path, paths):
@@ -35,15 +36,11 @@ def load_images(paths: list[str | Path], input_size: list[int]) -> tuple[list[Pa
     channels, height, width = input_size
     arrays = []
     for path in files:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L") if channels == 1 else rgb8(img)  # training's decoding (16-bit scaled)
-                if img.size != (width, height):
-                    crop = height >= 128 and height == width  # ImageNet-like; re-ID (non-square) is only resized
-                    img = center_crop(img, height) if crop else img.resize((width, height), Image.BILINEAR)
-                arrays.append(np.asarray(img).reshape(height, width, channels))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+        img = read_image(path, channels)  # training's decoding (16-bit scaled, bombs refused)
+        if img.size != (width, height):
+            crop = height >= 128 and height == width  # ImageNet-like; re-ID (non-square) is only resized
+            img = center_crop(img, height) if crop else img.resize((width, height), Image.BILINEAR)
+        arrays.append(np.asarray(img).reshape(height, width, channels))
     return files, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

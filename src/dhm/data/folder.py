@@ -14,6 +14,7 @@ import torch
 
 from ..config.schema import DataConfig
 from ..errors import DataError
+from .decode import read_image
 from .registry import register_dataset
 from .sizes import image_hw
 from .sources import Bundle, FileSource, TensorSource
@@ -44,33 +45,16 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[FileSource, li
     return FileSource(files, torch.tensor(labels, dtype=torch.int64)), classes
 
 
-def rgb8(img):
-    """An 8-bit RGB PIL image. 16-bit grey images (PNG mode I;16 / I) are scaled to 0..255, not clipped at 255 as
-    PIL's own conversion does."""
+def load_image(path: Path, size: int | Sequence[int] | None = None) -> np.ndarray:
+    """An RGB image as a uint8 (H, W, 3) array (decoded by :func:`dhm.data.decode.read_image`), optionally resized
+    to size x size (or [height, width]); DataError if unreadable."""
     from PIL import Image
 
-    if img.mode.startswith("I;16") or img.mode == "I":
-        values = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
-        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB")
-    return img.convert("RGB")
-
-
-def load_image(path: Path, size: int | Sequence[int] | None = None) -> np.ndarray:
-    """An RGB image as a uint8 (H, W, 3) array, optionally resized to size x size (or [height, width]);
-    DataError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
     hw = image_hw(size)
-    try:
-        with Image.open(path) as img:
-            img = rgb8(img)
-            if hw is not None and img.size != (hw[1], hw[0]):
-                img = img.resize((hw[1], hw[0]), Image.BILINEAR)
-            return np.asarray(img)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    img = read_image(path)
+    if hw is not None and img.size != (hw[1], hw[0]):
+        img = img.resize((hw[1], hw[0]), Image.BILINEAR)
+    return np.asarray(img)
 
 
 def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: int = 4) -> TensorSource:

@@ -22,14 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .augment import AUGMENTS, Preset, apply_batch, center_crop, draw_params, normalize, random_resized_crop, step_seed
-
-AugmentParams = tuple[Tensor, ...]  # dy, dx, flips (and erasing draws) for every image of an epoch's global batches
 from .batch import Batch
-from .folder import load_image, rgb8
+from .decode import read_image
+from .folder import load_image
 from .plan import BatchPlan
 from .samplers import Sampler
 from .sizes import square
 from .sources import FileSource, Source, TensorSource
+
+AugmentParams = tuple[Tensor, ...]  # dy, dx, flips (and erasing draws) for every image of an epoch's global batches
 
 
 class _Base:
@@ -109,16 +110,12 @@ class _FileDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int]:
-        from PIL import Image
-
         index, seed = item
         path = self.source.files[index]
         if self.size is not None and self.resized_crop:
-            with Image.open(path) as img:
-                img = rgb8(img)
-                rng = random.Random(seed)
-                img = random_resized_crop(img, self.size, rng) if self.train else center_crop(img, self.size)
-                array = torch.from_numpy(np.asarray(img).copy())
+            img, rng = read_image(path), random.Random(seed)
+            img = random_resized_crop(img, self.size, rng) if self.train else center_crop(img, self.size)
+            array = torch.from_numpy(np.asarray(img).copy())
         else:
             array = torch.from_numpy(load_image(path, self.size).copy())
         return array.permute(2, 0, 1), int(self.source.labels[index])

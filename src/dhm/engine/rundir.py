@@ -15,12 +15,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from ..errors import ConfigError
 
 #: The files a run writes; a directory holding any of the first four holds a run.
 RUN_FILES = ("last.pt", "best.pt", "deploy.pt", "summary.json", "metrics.jsonl", "metrics.csv", "config.yaml")
 CHECKPOINTS = RUN_FILES[:4]
 LOCK = ".lock"
+#: Everything else dhm may put in a run directory: plots, the compare log, TensorBoard, exports of its checkpoints.
+OWN_NAMES = frozenset(
+    (*RUN_FILES, LOCK, "loss.png", "lr.png", "accuracy.png", "retrieval.png", "train.log", "tensorboard")
+)
+EXPORT_STEMS = ("last", "best", "deploy")
+EXPORT_SUFFIXES = (".safetensors", ".pt", ".ts", ".onnx", ".onnx.data")
 
 
 class RunDirError(ConfigError):
@@ -103,10 +111,66 @@ def make_dir(directory: Path) -> None:
         raise RunDirError(f"cannot write to run directory {directory}: {exc.strerror or exc}") from None
 
 
+def is_own(name: str) -> bool:
+    """Whether dhm writes files of this name into a run directory (temporary files of those included)."""
+    if name in OWN_NAMES or name == ".write-test":
+        return True
+    if any(name == stem + suffix for stem in EXPORT_STEMS for suffix in EXPORT_SUFFIXES):
+        return True
+    return own_temporary(name)
+
+
+def own_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file dhm writes next to one of its files (``.<file>.tmp``, ``.<file>.*.tmp``)."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    inner = name[1:-4]
+    return any(inner == own or inner.startswith(own + ".") for own in OWN_NAMES)
+
+
+def foreign_files(directory: Path) -> list[str]:
+    """Names in ``directory`` that dhm did not write (sorted). Before its first checkpoint a run has written only
+    its lock, its log, TensorBoard's folder and its ``config.yaml``, so without a checkpoint any other name of
+    dhm's (metrics, plots) and a ``config.yaml`` that is not a dhm config are a user's."""
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except OSError:
+        return []
+    if holds_run(directory):
+        return sorted(n for n in names if not is_own(n))
+    early = {LOCK, ".write-test", "train.log", "tensorboard"}
+    return sorted(
+        n
+        for n in names
+        if n not in early and not own_temporary(n) and not (n == "config.yaml" and _is_dhm_config(directory / n))
+    )
+
+
+def _is_dhm_config(path: Path) -> bool:
+    """Whether ``path`` is a config.yaml a dhm run wrote (a small YAML mapping with dhm's sections)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+    return isinstance(data, dict) and {"name", "model", "data", "train", "loss"} <= set(data)
+
+
 def refuse_other_run(directory: Path, resuming: bool, overwrite: bool, locked: bool) -> None:
-    """A new run never silently replaces another: refuse a directory that holds one unless it is being resumed;
-    with ``train.overwrite=true`` the old run's files are removed (never anything else), and only once this run
+    """A new run never silently replaces another or a user's files: refuse a directory that holds a run unless it
+    is being resumed, and one that holds files dhm did not write (a user's folder) unless ``train.overwrite=true``.
+    With ``train.overwrite=true`` the old run's files are removed (never anything else), and only once this run
     holds the directory's lock (``locked``)."""
+    if not directory.is_dir():
+        return
+    foreign = foreign_files(directory)
+    if foreign and not overwrite and not resuming:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunDirError(
+            f"train.out_dir {directory} holds files dhm did not write ({shown}); choose an empty or new folder, "
+            "or write there anyway with train.overwrite=true"
+        )
     if resuming or not holds_run(directory):
         return
     if not overwrite:
@@ -122,8 +186,9 @@ def refuse_other_run(directory: Path, resuming: bool, overwrite: bool, locked: b
 
 
 def remove_leftovers(directory: Path) -> list[Path]:
-    """Delete temporary files a killed run left behind (``.<name>.*.tmp``); returns them."""
-    leftovers = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    """Delete the temporary files a killed run left behind (``.<name>.*.tmp`` of dhm's own file names, never any
+    other file); returns them."""
+    leftovers = [p for p in directory.glob(".*.tmp") if p.is_file() and own_temporary(p.name)]
     for path in leftovers:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

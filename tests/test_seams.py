@@ -127,7 +127,7 @@ def _package(module: str) -> str:
     first = module.split(".")[0]
     if first in BASE:
         return "base"
-    if first in ("export", "predict", "embed"):
+    if first in ("export", "predict", "embed", "deploy_meta"):
         return "deployed"
     return "top" if first in TOP else first
 

@@ -144,7 +144,7 @@ def _loss_defaults():
 
 
 def cmd_recipes(ns: argparse.Namespace) -> int:
-    from .config.io import RECIPES_DIR, list_recipes
+    from .config.recipe_files import RECIPES_DIR, list_recipes
 
     for name in list_recipes():
         first = (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0]

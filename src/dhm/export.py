@@ -13,7 +13,7 @@ from torch import nn
 from .branches import has_neck
 from .deployed import INFO_KEYS, SAFETENSORS_META, SAFETENSORS_MODEL, load_plain
 from .errors import DHMError
-from .files import save_atomic
+from .files import save_atomic, write_via_temp
 from .registry import Registry
 
 EXPORTERS: Registry[Callable[[nn.Module, dict[str, Any], Path], None]] = Registry("export format")
@@ -40,11 +40,8 @@ def export_safetensors(model: nn.Module, payload: dict[str, Any], out: Path) -> 
     except ImportError:
         raise DHMError("safetensors export needs the safetensors package: pip install safetensors") from None
     meta = {k: payload.get(k) for k in INFO_KEYS}
-    save_file(
-        payload["state_dict"],
-        str(out),
-        metadata={SAFETENSORS_MODEL: json.dumps(payload["model"]), SAFETENSORS_META: json.dumps(meta)},
-    )
+    metadata = {SAFETENSORS_MODEL: json.dumps(payload["model"]), SAFETENSORS_META: json.dumps(meta)}
+    write_via_temp(out, lambda tmp: save_file(payload["state_dict"], tmp, metadata=metadata))
 
 
 @EXPORTERS.register("torchscript")
@@ -55,7 +52,7 @@ def export_torchscript(model: nn.Module, payload: dict[str, Any], out: Path) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, _example(payload))
-        traced.save(str(out))
+    write_via_temp(out, traced.save)
 
 
 @EXPORTERS.register("onnx")
@@ -67,6 +64,10 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
         import onnx
     except ImportError:
         raise DHMError("onnx export needs the onnx package: pip install onnx onnxscript") from None
+    write_via_temp(out, lambda tmp: _write_onnx(model, payload, tmp, onnx))
+
+
+def _write_onnx(model: nn.Module, payload: dict[str, Any], out: str, onnx: Any) -> None:
     import contextlib
     import inspect
     import io
@@ -86,17 +87,17 @@ def export_onnx(model: nn.Module, payload: dict[str, Any], out: Path) -> None:
         torch.onnx.export(
             model,
             (_example(payload),),
-            str(out),
+            out,
             input_names=["images"],
             output_names=[output],
             dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
             **kwargs,
         )
-    proto = onnx.load(str(out))
+    proto = onnx.load(out)
     info = {k: payload.get(k) for k in ("classes", "mean", "std", "input_size")}
     entry = proto.metadata_props.add()
     entry.key, entry.value = "dhm_meta", json.dumps({**info, "output": output})
-    onnx.save(proto, str(out))
+    onnx.save(proto, out)
 
 
 def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, load_error
+from .errors import CheckpointError, first_line, load_error
 
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
@@ -36,6 +36,8 @@ def save_atomic(obj: Any, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # unwritable folder, disk full: the old file (if any) stays as it was
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # torch's zip writer reports a full disk or a failed write as a RuntimeError
+        raise CheckpointError(f"cannot write {path}: {write_failure(exc)}") from None
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
@@ -47,6 +49,50 @@ def save_atomic(obj: Any, path: Path) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def write_failure(exc: BaseException) -> str:
+    """Why a library's writer (torch's zip writer, safetensors, TorchScript) failed, in a few words."""
+    text = str(exc).lower()
+    if "no space" in text or "file write failed" in text or "failed writing" in text:
+        return "the write failed (is the disk full?)"
+    if "permission denied" in text or "cannot be opened" in text:
+        return "permission denied or the folder does not exist"
+    return first_line(exc, 160)
+
+
+def write_via_temp(path: Path, write: Any) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path``, then rename it over ``path``: an export that fails
+    half-way (a full disk, an unwritable folder) leaves no partial file and a one-line CheckpointError. ``write``
+    is a library's file writer (safetensors, TorchScript, ONNX), whose write errors arrive as OSError,
+    RuntimeError or the library's own error type."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the writer's own error types (SafetensorError, RuntimeError, ...)
+        if not _is_write_error(exc):
+            raise
+        raise CheckpointError(f"cannot write {path}: {write_failure(exc)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """A library's report of a failed write: safetensors' error, torch's writer RuntimeError, an I/O message."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return name == "SafetensorError" or (
+        isinstance(exc, RuntimeError) and any(w in text for w in ("write", "writ", "open", "space", "ioerror"))
+    )
 
 
 def torch_load(path: str | Path) -> Any:

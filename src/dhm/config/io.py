@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from collections.abc import Sequence
@@ -14,105 +13,23 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, first_line
-from ..methods import METHODS, get_method, suffix_method
+from ..errors import ConfigError
+from ..methods import get_method, suffix_method
 from ..registry import RegistryError
 from .datakeys import unused_keys
 from .presets import apply_loss_preset
+from .recipe_files import RECIPES_DIR, find_recipe, parse_yaml, read_recipe
 from .schema import Config
 from .validate import validate
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false are booleans, so ``amp: off`` stays the string "off"."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-# YAML 1.2 floats: scientific notation without a dot (5e-4, 1E6) is a number, not a string.
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
-
-
-def list_recipes() -> list[str]:
-    """Names of the bundled recipes (``cifar100/resnet110``, ``demo``, ...). A setup recipe also answers to
-    ``<name>_<method>`` (``cifar100/resnet110_dsl``: the recipe with ``loss.mode=dsl``)."""
-    return sorted(
-        str(p.relative_to(RECIPES_DIR).with_suffix(""))
-        for p in RECIPES_DIR.rglob("*.yaml")
-        if not p.relative_to(RECIPES_DIR).parts[0].startswith("_")
-    )
+def _yaml(text: str) -> Any:
+    return parse_yaml(text, "an override's value")
 
 
 def resolve_recipe(recipe: str | Path) -> Path:
     """A recipe file from a bundled name or a path."""
     return find_recipe(recipe)[0]
-
-
-def find_recipe(recipe: str | Path) -> tuple[Path, str]:
-    """The recipe file of a bundled name or a path, and the method its name adds (``""`` if none):
-    ``cifar100/resnet32_ce`` is the bundled ``cifar100/resnet32`` with ``loss.mode=ce``."""
-    path = Path(recipe).expanduser()
-    if path.is_file():
-        return path, ""
-    name = str(recipe).removesuffix(".yaml")
-    bundled = RECIPES_DIR / f"{name}.yaml"
-    if bundled.is_file():
-        return bundled, ""
-    setup, _, method = name.rpartition("_")  # method names hold no "_"; setup names may
-    if setup and method in METHODS and (RECIPES_DIR / f"{setup}.yaml").is_file():
-        return RECIPES_DIR / f"{setup}.yaml", method
-    close = difflib.get_close_matches(str(recipe), list_recipes(), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `dhm recipes` lists the bundled ones"
-    raise ConfigError(f"no recipe {str(recipe)!r} (neither a file nor a bundled recipe){hint}")
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise ConfigError(f"recipe {path} includes itself through _base_")
-    try:
-        data = _yaml(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read recipe {path}: {_yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
-    base = data.pop("_base_", None)
-    if base is None:
-        return data
-    return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """A YAML or OS error in one line, with the line and column of a syntax error."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem or first_line(exc)}"
-    return first_line(exc)
-
-
-def _merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in diff.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -175,6 +92,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             raise _unknown(key, list(hints), prefix)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
+            value = {} if value is None else value  # an empty section (`train:` with nothing under it)
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{key} must be a mapping, got {value!r}")
             kwargs[key] = _build(tp, value, f"{prefix}{key}.")
@@ -193,7 +111,11 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         if part not in hints or not dataclasses.is_dataclass(hints[part]):
             raise _unknown(part, [k for k, t in hints.items() if dataclasses.is_dataclass(t)], prefix)
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):  # absent, or an empty section (`train:` with nothing under it)
+            node[part] = {} if node.get(part) is None else node[part]
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{prefix}{part} must be a mapping, got {node!r}")
         hints, prefix = _fields(hints[part]), f"{prefix}{part}."
     if leaf not in hints:
         raise _unknown(leaf, list(hints), prefix)
@@ -228,14 +150,14 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
     data: dict[str, Any] = {}
     if recipe is not None:
         path, method = find_recipe(recipe)
-        data = _read_yaml(path.resolve())
+        data = _sections(read_recipe(path.resolve(), set(_fields(Config))))
         try:  # bundled recipes are named by their place in the recipes folder, other files by their stem
             name = str(path.resolve().relative_to(RECIPES_DIR).with_suffix(""))
         except ValueError:
             name = path.stem
         if method:  # an old per-method name: the setup's recipe with the method its name says
             train = data.get("train") if isinstance(data.get("train"), dict) else {}
-            data.setdefault("loss", {})["mode"] = suffix_method(method, train.get("task"))
+            data["loss"] = {**(data.get("loss") or {}), "mode": suffix_method(method, train.get("task"))}
             name = f"{name}_{method}"
         data.setdefault("name", name)
     explicit: dict[str, Any] = {}
@@ -248,6 +170,14 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
     cfg = _build(Config, data)
     validate(cfg)
     return cfg
+
+
+def _sections(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with empty sections (``train:`` with nothing under it, read as null) as empty mappings."""
+    for key, hint in _fields(Config).items():
+        if dataclasses.is_dataclass(hint) and key in data and data[key] is None:
+            data[key] = {}
+    return data
 
 
 def apply_method_settings(data: dict[str, Any]) -> None:
@@ -269,7 +199,7 @@ def apply_method_settings(data: dict[str, Any]) -> None:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
-    data = copy.deepcopy(data)
+    data = _sections(copy.deepcopy(data))
     apply_method_settings(data)
     apply_loss_preset(data, {})
     cfg = _build(Config, data)

@@ -119,7 +119,7 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
     "deployed": {"base", "branches", "models", "data", "retrieval"},
     "engine": {"base", "methods", "config", "branches", "models", "losses", "retrieval", "data", "tasks", "deployed"},
 }
-BASE = {"errors", "registry", "version", "dynamic", "files"}
+BASE = {"errors", "registry", "version", "dynamic", "files", "memory"}
 TOP = {"bench", "compare", "cli", "cli_commands", "jobs", "official", "model_report", "__main__", "__init__"}
 
 

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 
 from .cli_commands import (
+    check_options,
     cmd_bench,
     cmd_compare,
     cmd_config,
@@ -25,6 +26,7 @@ from .cli_commands import (
     cmd_train,
 )
 from .errors import DHMError, Terminated
+from .memory import allocation_message, is_allocation_failure
 from .registry import RegistryError
 from .version import __version__
 
@@ -253,10 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # SIGTERM stops like Ctrl-C
     try:
+        check_options(ns)
         return ns.fn(ns)
     except (DHMError, RegistryError) as exc:
         print(f"dhm: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    except (MemoryError, RuntimeError) as exc:  # an allocation that failed; any other RuntimeError is a bug: raised
+        if not is_allocation_failure(exc):
+            raise
+        print(f"dhm: error: {allocation_message(exc)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `dhm recipes | head`
         return 0
     except Terminated:

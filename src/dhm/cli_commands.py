@@ -7,6 +7,18 @@ from collections.abc import Sequence
 
 from .errors import DHMError
 
+#: The least value of each integer option of the commands (``--steps 0`` would time nothing, ``--classes 0``
+#: would build a model with no outputs).
+OPTION_MINIMA = {"classes": 1, "batch": 1, "steps": 1, "warmup": 0, "input_size": 1, "top_k": 1, "jobs": 1}
+
+
+def check_options(ns: argparse.Namespace) -> None:
+    """DHMError naming the first integer option below its least value."""
+    for attr, low in OPTION_MINIMA.items():
+        value = getattr(ns, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            raise DHMError(f"--{attr.replace('_', '-')} must be >= {low}, got {value}")
+
 
 def _split_recipe(args: Sequence[str]) -> tuple[str, list[str]]:
     """``[RECIPE] [key=value ...]``: the recipe is optional (default ``demo``)."""
@@ -68,8 +80,6 @@ def cmd_search(ns: argparse.Namespace) -> int:
     from .embed import search
     from .predict import load_deployed
 
-    if ns.top_k < 1:
-        raise DHMError(f"--top-k must be >= 1, got {ns.top_k}")
     for query, matches in search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip):
         print(f"{query}:")
         for rank, match in enumerate(matches, 1):

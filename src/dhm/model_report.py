@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .branches import BranchSpec, stage_plan
 from .branches.plan import example_input
-from .errors import DHMError
+from .errors import DHMError, first_line
 from .models import create_model
 from .models.hubs import default_branches, split_name
 from .models.registry import paper_branches
@@ -56,6 +56,8 @@ def inspect_model(
         model = attach_branches(plain, branch_specs, plan=plan)
     except (TypeError, ValueError, KeyError) as exc:
         raise DHMError(str(exc).strip("'\"")) from None
+    except RuntimeError as exc:  # the probe forward of the stage plan, on a user-given input size
+        raise DHMError(f"cannot probe {name} at --input-size {input_size}: {first_line(exc, 120)}") from None
     x = example_input(plain, input_size)
     model.train()
     branched_flops = _flops(model, torch.cat([x, x]))  # batch 2: BatchNorm in train mode needs more than one value

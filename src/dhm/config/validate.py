@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 
 Check = tuple[Callable[[Any, Any], bool], Any, str]
-GT, GE, LT = operator.gt, operator.ge, operator.lt
+GT, GE, LT, LE = operator.gt, operator.ge, operator.lt, operator.le
 
 #: key -> checks (comparison, bound, words); ``None`` values (where the schema allows them) are not checked.
 RULES: dict[str, tuple[Check, ...]] = {
@@ -35,7 +35,7 @@ RULES: dict[str, tuple[Check, ...]] = {
     "data.batch_size": ((GE, 1, ">= 1"),),
     "data.eval_batch_size": ((GE, 1, ">= 1"),),
     "data.workers": ((GE, 0, ">= 0"),),
-    "data.image_size": ((GE, 1, ">= 1 (or null for the native size)"),),
+    "data.image_size": ((GE, 1, ">= 1 (or null for the native size)"), (LE, 16384, "<= 16384 pixels a side")),
     "data.train_size": ((GE, 1, ">= 1"),),
     "data.test_size": ((GE, 1, ">= 1"),),
     "data.num_classes": ((GE, 2, ">= 2"),),

@@ -14,6 +14,7 @@ import torch
 
 from ..config.schema import DataConfig
 from ..errors import DataError
+from ..memory import check_fits
 from .decode import read_image
 from .registry import register_dataset
 from .sizes import image_hw
@@ -59,6 +60,11 @@ def load_image(path: Path, size: int | Sequence[int] | None = None) -> np.ndarra
 
 def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: int = 4) -> TensorSource:
     """Every image of ``source`` decoded into one uint8 (N, 3, H, W) tensor (all must share a size)."""
+    hw = image_hw(size)
+    if hw is not None:  # the decoded tensor's size is known before decoding: refuse what cannot fit
+        check_fits(
+            len(source) * 3 * hw[0] * hw[1], f"{len(source):,} images at {hw[0]}x{hw[1]}", "reduce data.image_size"
+        )
     start = time.perf_counter()
     if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":  # a slow start-up phase: say so
         print(f"decoding {len(source):,} images from {source.files[0].parents[1]} into memory", flush=True)

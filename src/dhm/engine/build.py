@@ -16,6 +16,7 @@ from ..config.schema import Config
 from ..data import Bundle, build_dataset, build_loader, build_sampler, carve_validation, take_subset
 from ..errors import ConfigError
 from ..losses import TERMS, Objective, Term
+from ..memory import check_fits, model_bytes
 from ..methods import TermSpec, get_method
 from ..models import create_model
 from ..models.pretrained import load_pretrained
@@ -51,8 +52,9 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
             branches = [BranchSpec(**b) for b in branches]
         except TypeError as exc:
             raise ConfigError(f"model.branches: {exc}") from None
-    try:
-        model = create_model(
+
+    def build() -> nn.Module:
+        return create_model(
             spec["name"],
             num_classes=num_classes,
             branches=branches,
@@ -61,6 +63,12 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
             in_channels=in_channels,
             **spec["kwargs"],
         )
+
+    try:
+        nbytes = model_bytes(build)
+        if nbytes is not None:  # weights, gradients and the optimizer's state: about 4x the parameters
+            check_fits(4 * nbytes, f"model {spec['name']} ({nbytes / 4e6:,.0f} M values)", "reduce model.widths")
+        model = build()
     except RegistryError as exc:
         raise ConfigError(f"model.name: {exc}") from None
     except (TypeError, ValueError) as exc:

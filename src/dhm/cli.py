@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the dhm model with the same architecture (`dhm models`)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: from fc.weight)")
     p.add_argument("--output", "-o", default=None, help="output file (default: <name>_dhm.pt beside the input)")
+    p.add_argument(
+        "--mean",
+        default=None,
+        help="normalisation mean per channel, e.g. 0.485,0.456,0.406 "
+        "(default: the authors' CIFAR or ImageNet statistics)",
+    )
+    p.add_argument("--std", default=None, help="normalisation std per channel (default: as --mean)")
     p.set_defaults(fn=cmd_import_official)
 
     p = sub.add_parser(

@@ -124,8 +124,18 @@ def cmd_import_official(ns: argparse.Namespace) -> int:
     from .official import import_official
 
     output = ns.output or str(Path(ns.checkpoint).with_name(Path(ns.checkpoint).name.split(".")[0] + "_dhm.pt"))
-    print(import_official(ns.checkpoint, ns.model, output, ns.classes))
+    mean, std = (_floats(f"--{k}", getattr(ns, k)) for k in ("mean", "std"))
+    print(import_official(ns.checkpoint, ns.model, output, ns.classes, mean, std))
     return 0
+
+
+def _floats(option: str, text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DHMError(f"{option} takes comma-separated numbers (one per channel), got {text!r}") from None
 
 
 def cmd_inspect(ns: argparse.Namespace) -> int:

@@ -102,7 +102,10 @@ def run_jobs(jobs: Sequence[Job], parallel: int, log: Callable[[str], None] = pr
                 job = queue.pop(0)
                 job.log.parent.mkdir(parents=True, exist_ok=True)
                 with open(job.log, "a") as out:
-                    running[job.name] = (subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT, env=env), job)
+                    proc = subprocess.Popen(
+                        job.argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with(os.getpid())
+                    )
+                    running[job.name] = (proc, job)
                 log(f"[jobs] started {job.name} (log: {job.log})")
             for name, (proc, job) in list(running.items()):
                 code = proc.poll()
@@ -122,6 +125,27 @@ def run_jobs(jobs: Sequence[Job], parallel: int, log: Callable[[str], None] = pr
         signal.signal(signal.SIGTERM, previous)
     if failed:
         raise DHMError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """In the child, before it runs: ask the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) to send it SIGTERM when
+    ``parent`` dies, however it dies (SIGKILL included), so no training run outlives its ``dhm compare``; SIGTERM
+    stops a run as Ctrl-C does, keeping its checkpoints for the rerun to resume. None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request: stop now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def child_env(parallel: int) -> dict[str, str]:

@@ -11,6 +11,7 @@ shape. The file is read with ``torch.load(weights_only=True)``: it can never run
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor
 
 from .branches import DHMModel
+from .deploy_meta import check_info
 from .engine.checkpoint import torch_load
-from .errors import CheckpointError, load_error
+from .errors import CheckpointError, first_line, load_error
 from .models import create_model
 
 BRANCH_KEY = re.compile(r"^[A-Za-z]+\d*_head(\d+)\.")
@@ -37,7 +39,12 @@ def read_official(path: str | Path) -> dict[str, Any]:
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no 'state_dict' of tensors: not a checkpoint of the authors' scripts")
+    if not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{path}: the state_dict's keys must be parameter names (strings)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: {bad} holds NaN or infinite values (a diverged or damaged checkpoint)")
     return {**obj, "state_dict": state}
 
 
@@ -74,6 +81,8 @@ def convert_state(state: dict[str, Tensor], model: DHMModel) -> dict[str, Tensor
                     f"{their} {tuple(state[their].shape)} does not fit {mine} {tuple(target[mine].shape)}: "
                     "another architecture or width"
                 )
+            if state[their].is_floating_point() != target[mine].is_floating_point():
+                raise CheckpointError(f"{their} has dtype {state[their].dtype}, {mine} needs {target[mine].dtype}")
             out[mine] = state[their]
     return out
 
@@ -92,19 +101,36 @@ def load_official(path: str | Path, model_name: str, num_classes: int | None = N
     state = obj["state_dict"]
     if num_classes is None:
         fc = state.get("fc.weight")
-        if fc is None:
-            raise CheckpointError(f"{path} has no fc.weight; pass num_classes")
+        if fc is None or fc.dim() != 2:
+            raise CheckpointError(f"{path} has no fc.weight matrix; pass num_classes (--classes)")
         num_classes = fc.shape[0]
     conv = next((v for k, v in state.items() if not BRANCH_KEY.match(k) and v.dim() == 4), None)
     in_channels = conv.shape[1] if conv is not None else 3
-    with torch.device("meta"):
-        model = create_model(model_name, num_classes=num_classes, in_channels=in_channels)
+    try:
+        with torch.device("meta"):
+            model = create_model(model_name, num_classes=num_classes, in_channels=in_channels)
+    except (TypeError, ValueError) as exc:  # e.g. torchvision:... where torchvision cannot be imported
+        raise CheckpointError(f"cannot build {model_name}: {first_line(exc)}") from None
     model.load_state_dict(convert_state(state, model), strict=True, assign=True)
     return model.eval()
 
 
-def import_official(path: str | Path, model_name: str, output: str | Path, num_classes: int | None = None) -> Path:
-    """Write the authors' checkpoint as a dhm checkpoint of the branched model (``dhm export`` strips it)."""
+#: The normalisation of the authors' scripts: CIFAR's statistics for 32-pixel inputs, ImageNet's otherwise.
+CIFAR_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def import_official(
+    path: str | Path,
+    model_name: str,
+    output: str | Path,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Path:
+    """Write the authors' checkpoint as a dhm checkpoint of the branched model (``dhm export`` strips it), with
+    the normalisation ``dhm predict`` and ``dhm export`` need: ``mean`` / ``std``, default the authors' (CIFAR's
+    statistics for CIFAR models, ImageNet's otherwise)."""
     from .branches.plan import example_input
     from .engine.checkpoint import FORMAT, save_atomic
     from .version import __version__
@@ -114,6 +140,11 @@ def import_official(path: str | Path, model_name: str, output: str | Path, num_c
     example = example_input(model.backbone)
     channels = example.shape[1]
     spec = {"name": model_name, "num_classes": model.plan.num_classes, "in_channels": channels, "kwargs": {}}
+    default = CIFAR_NORM if example.shape[-1] <= 64 else IMAGENET_NORM
+    mean, std = list(mean or default[0]), list(std or default[1])
+    if channels != 3 and (len(mean), len(std)) == (3, 3):
+        mean, std = mean[:1] * channels, std[:1] * channels
+    info = check_info({"mean": mean, "std": std}, spec, "--mean/--std")
     out = Path(output)
     save_atomic(
         {
@@ -122,8 +153,8 @@ def import_official(path: str | Path, model_name: str, output: str | Path, num_c
             "model_spec": spec,
             "classes": [],
             "input_size": list(example.shape[1:]),
-            "mean": None,
-            "std": None,
+            "mean": info["mean"],
+            "std": info["std"],
             "config": {},
             "imported_from": {
                 "path": str(Path(path).resolve()),

@@ -4,7 +4,6 @@ images too large to decode safely (PIL's decompression-bomb limit) refused with 
 
 from __future__ import annotations
 
-import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import numpy as np
 from ..errors import DataError
 
 
-@functools.cache
 def _bombs_are_errors() -> None:
     """PIL warns (on stderr) about images over its pixel limit and raises above twice that; make both an error
-    dhm turns into one line. Installed once: filters set per call would race in the decoding threads."""
+    dhm turns into one line. A process-wide filter, set again on each call (idempotent: the same filter replaces
+    itself), because a context-local ``catch_warnings`` is not safe in the decoding threads."""
     from PIL import Image
 
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)

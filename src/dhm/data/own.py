@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from .batch import Batch, batch_meta
+from .own_checks import BatchCheck
 
 
 class DeviceLoader:
@@ -21,7 +22,13 @@ class DeviceLoader:
     """
 
     def __init__(
-        self, loader: Iterable, device: torch.device, accum: int = 1, channels_last: bool = False, name: str = "train"
+        self,
+        loader: Iterable,
+        device: torch.device,
+        accum: int = 1,
+        channels_last: bool = False,
+        name: str = "train",
+        check: BatchCheck | None = None,
     ) -> None:
         try:
             batches = len(loader)  # type: ignore[arg-type]
@@ -34,6 +41,7 @@ class DeviceLoader:
         self.loader, self.device, self.accum, self.name = loader, device, accum, name
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.steps = batches // accum
+        self.check = check or BatchCheck(name, None)
 
     def set_epoch(self, epoch: int) -> None:
         for sampler in (getattr(self.loader, "sampler", None), getattr(self.loader, "batch_sampler", None)):
@@ -44,12 +52,16 @@ class DeviceLoader:
         return self.steps * self.accum
 
     def __iter__(self) -> Iterator[Batch]:
+        self.check.start()
         for batch in self.loader:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(b, Tensor) for b in batch)):
                 raise DataError(
                     f"the {self.name} loader must yield (images, labels) tensor pairs; got {type(batch).__name__}"
                 )
             x, y = batch
+            self.check.batch(x, y)
             meta = {k: v.to(self.device, non_blocking=True) for k, v in batch_meta(batch).items()}
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            self.check.first_on_device(x)
             yield Batch(x, y.to(self.device, non_blocking=True), meta)
+        self.check.finish()

@@ -13,6 +13,7 @@ from torch import nn
 from ..branches import DHMModel
 from ..config import load_config
 from ..data.own import DeviceLoader
+from ..data.own_checks import BatchCheck, model_probe, num_outputs
 from ..errors import ConfigError
 from ..methods import get_method
 from . import dist as D
@@ -77,9 +78,12 @@ def fit(
     D.seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = model.to(dist.device, memory_format=torch.channels_last) if channels_last else model.to(dist.device)
     accum = cfg.train.accum_steps
-    train = DeviceLoader(train_loader, dist.device, accum, channels_last)
+    classes_out, probe = num_outputs(model), model_probe(model)
+    train = DeviceLoader(train_loader, dist.device, accum, channels_last, check=BatchCheck("train", classes_out, probe))
     val, test = (
-        DeviceLoader(loader, dist.device, 1, channels_last, name) if loader is not None else None
+        DeviceLoader(loader, dist.device, 1, channels_last, name, BatchCheck(name, classes_out, probe))
+        if loader is not None
+        else None
         for loader, name in ((val_loader, "validation"), (test_loader, "test"))
     )
     loss_fn = build_loss(cfg, model.head_names if branched else None).to(dist.device)

@@ -94,6 +94,9 @@ def test_an_imported_checkpoint_predicts_with_the_authors_normalisation(authors,
     argv = ["import-official", str(authors["good"]), "--model", "cifar_resnet32", "-o", str(own)]
     assert main([*argv, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]) == 0
     assert dhm.predict.load_deployed(own).std == [0.25, 0.25, 0.25]
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 2  # no run config: the data to evaluate on must be named
+    assert "name the data to evaluate on, e.g. dhm eval FILE data.name=" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -119,6 +119,8 @@ def load_file(path: str | Path, expected_format: str | None = None, need: tuple[
     missing = [k for k in (*REQUIRED[fmt], *need) if k not in obj]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete or edited dhm checkpoint")
+    if fmt == FORMAT and not isinstance(obj["config"], dict):
+        raise CheckpointError(f"{path}: config must be a mapping; the file was edited or is damaged")
     return obj
 
 

@@ -44,9 +44,15 @@ def evaluate_checkpoint(
     deployed = None if training else load_deployed(path)
     if training and "model_spec" in ckpt and ckpt["model_spec"] is None:
         raise DHMError(OWN_MODEL.format(path=path, key="model"))
-    data = dict(ckpt["config"]) if training else dict(deployed.config)
-    if not data:
-        raise DHMError(f"{path} does not carry the config of its run; evaluate the run's checkpoint")
+    data = dict(ckpt["config"] or {}) if training else dict(deployed.config)
+    if not data:  # an imported checkpoint or a dhm.fit export: the data to evaluate on must be given
+        if not any(o.startswith("data.") for o in overrides):
+            raise DHMError(
+                f"{path} does not carry the config of a dhm run (an imported checkpoint?): name the data to "
+                "evaluate on, e.g. dhm eval FILE data.name=cifar100 data.root=DIR"
+            )
+        spec = ckpt.get("model_spec") if training else deployed.payload.get("model")
+        data = {"model": {"name": spec["name"]}} if isinstance(spec, dict) else {}
     cfg = config_from_dict(apply_overrides(data, overrides))
     runtime = resolve_runtime(cfg.train, D.setup(cfg.train.device))
     try:

@@ -186,10 +186,17 @@ def test_rampup_weights_and_set_progress():
     heads, y = _heads(), torch.randint(0, C, (B,))
     loss_fn = dhm.MimicLoss(rampup_epochs=4, rampup="linear")
     dsl = dhm.MimicLoss(mode="dsl")(heads, y)["loss"]
-    assert loss_fn(heads, y)["loss"].item() == pytest.approx(dsl.item())  # weight 0 at epoch 0
+    with pytest.raises(RuntimeError, match=r"call loss.set_progress\(epoch\).*progress=epoch"):
+        loss_fn(heads, y)  # a ramp-up with nothing saying where training is: refused, never silently weight 0
+    assert loss_fn(heads, y, progress=0.0)["loss"].item() == pytest.approx(dsl.item())  # weight 0 at epoch 0
     loss_fn.set_progress(2.0)
     out = loss_fn(heads, y)
     assert out["loss"].item() == pytest.approx(dsl.item() + 0.5 * out["kl"].item())
+    assert out["kl_weight"].item() == pytest.approx(0.5) and out["kl_weighted"].item() == pytest.approx(
+        0.5 * out["kl"].item()
+    )
+    static = dhm.MimicLoss()(heads, y)  # no ramp-up: no progress needed, weight alpha
+    assert static["kl_weight"].item() == 1.0 and static["kl_weighted"].item() == pytest.approx(static["kl"].item())
 
 
 def test_laws_at_the_extremes_reduce_to_dsl_and_static_gradients():

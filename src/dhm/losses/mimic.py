@@ -85,15 +85,23 @@ class MimicLoss(Objective):
         temperature: T; the mimicking sum is scaled by T^2 (released: 1).
         eps: probability smoothing before the log (released: 1e-8; 0 = exact).
         dynamic: stochastic pair-gradient law, e.g. ``"released"`` or ``"bernoulli(0.5)"``; ``None`` = static.
-        rampup_epochs: length of the mimicking ramp-up (0 = off, as released).
+        rampup_epochs: length of the mimicking ramp-up (0 = off, as released). With a ramp-up the loss must know
+            where training is: call ``loss.set_progress(epoch)`` (fractional epoch) before every step, or pass
+            ``progress=epoch`` to the call; without either the first call raises, rather than train with the
+            mimicking weight stuck at 0.
         rampup: ramp-up shape, ``linear`` or ``sigmoid``.
         head_names: names used in the returned dict.
         label_smoothing: smoothing of the cross-entropy targets only; mimicking targets stay the heads' own
             predictions.
 
+    Returns ``{"loss", "ce/<head>", "kl" (the unweighted pair sum), "kl_weight" (alpha times the ramp-up weight
+    now), "kl_weighted" (what mimicking adds to the loss), "kl/<teacher>-><student>"}``.
+
     Example:
         >>> loss_fn = dhm.MimicLoss(mode="dhm")
         >>> out = loss_fn(model(images), labels)      # out["loss"].backward(); log the rest
+        >>> ramped = dhm.MimicLoss(mode="dhm", rampup_epochs=5)
+        >>> out = ramped(model(images), labels, progress=epoch + step / steps_per_epoch)
     """
 
     def __init__(

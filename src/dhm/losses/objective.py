@@ -58,10 +58,17 @@ class Objective(nn.Module):
         return tuple(sorted({need for term in self.terms for need in term.needs}))
 
     def forward(
-        self, outputs: Sequence[Tensor] | Tensor, target: Tensor, meta: Mapping[str, Tensor] | None = None
+        self,
+        outputs: Sequence[Tensor] | Tensor,
+        target: Tensor,
+        meta: Mapping[str, Tensor] | None = None,
+        progress: float | None = None,
     ) -> dict[str, Tensor]:
         """The loss of ``outputs`` (logits per head, or ``HeadOutputs(logits, features)``) against ``target``;
-        ``meta`` is the batch's per-sample metadata, for terms that read it."""
+        ``meta`` is the batch's per-sample metadata, for terms that read it; ``progress`` (the fractional epoch)
+        is passed to :meth:`set_progress` first, for terms whose weight ramps up."""
+        if progress is not None:
+            self.set_progress(float(progress))
         extra: dict[str, Any] = {"meta": dict(meta or {})}
         logits = getattr(outputs, "logits", None)
         if logits is not None and hasattr(outputs, "features"):

@@ -95,7 +95,9 @@ class PairKL(Term):
         eps: probability smoothing before the log (released: 1e-8; 0 = exact log-softmax).
         dynamic: stochastic pair-gradient law (``released``, ``bernoulli(p)``); ``None`` = static.
         rampup_epochs, rampup: the weight's ramp-up (0 = off) and its shape (``linear``, ``sigmoid``).
-    Logs ``kl`` (the weighted pair sum, before alpha and T^2) and ``kl/<teacher>-><student>`` per counted pair.
+    Logs ``kl`` (the weighted pair sum, before alpha and T^2), ``kl_weight`` (alpha times the ramp-up weight now),
+    ``kl_weighted`` (what the term adds to the loss) and ``kl/<teacher>-><student>`` per counted pair. With a
+    ramp-up, :meth:`set_progress` must be called before the first step (else the weight would silently stay 0).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class PairKL(Term):
         rampup_weight(rampup, 0.0, rampup_epochs)  # validates the name now, not mid-training
         # The ramped weight is a tensor, so changing it never triggers a torch.compile recompile.
         self.register_buffer("ramp", torch.tensor(rampup_weight(rampup, 0.0, rampup_epochs)), persistent=False)
+        self.progressed = False  # set_progress was called: a ramped term refuses to run without it
         # With the head names known, the graph is resolved once: its weights a buffer (following .to()), the
         # counted pairs a host list. Without them, every call resolves it for the heads it is given.
         self.names = tuple(names) if names is not None else None
@@ -129,6 +132,7 @@ class PairKL(Term):
         self.counted = _nonzero(weights)
 
     def set_progress(self, epoch: float) -> None:
+        self.progressed = True
         if self.rampup_epochs > 0:  # otherwise the weight is the constant alpha: no kernel per step
             self.ramp.fill_(rampup_weight(self.rampup, epoch, self.rampup_epochs))
 
@@ -152,6 +156,12 @@ class PairKL(Term):
         num_heads = len(heads)
         if num_heads < 2:
             return None
+        if self.rampup_epochs > 0 and not self.progressed:
+            raise RuntimeError(
+                f"this loss ramps mimicking up over {self.rampup_epochs:g} epochs, but nothing says where training "
+                "is, so its weight would stay 0 (deep supervision, not DHM): call loss.set_progress(epoch) with the "
+                "fractional epoch before every step, or pass it to the call: loss(outputs, labels, progress=epoch)"
+            )
         stopped = self.law(num_heads * (num_heads - 1), heads[0].device) if self.law is not None else None
         return self.contribution(heads, names, out, stopped)
 
@@ -165,11 +175,14 @@ class PairKL(Term):
             kl = torch.where(halt, kl.detach(), kl)
         pairs = (kl * weights).sum()
         scale = self.temperature**2 if self.t2 else 1.0
+        weight = self.weight()
         out["kl"] = pairs.detach()
+        out["kl_weight"] = weight.detach() if isinstance(weight, Tensor) else pairs.new_full((), float(weight))
+        out["kl_weighted"] = out["kl_weight"] * scale * out["kl"]
         logged = kl.detach()
         for j, k in counted:  # logging views of the one matrix computed above
             out[f"kl/{names[j]}->{names[k]}"] = logged[j, k]
-        return self.weight() * scale * pairs
+        return weight * scale * pairs
 
 
 def _nonzero(weights: Tensor) -> list[tuple[int, int]]:

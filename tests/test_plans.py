@@ -145,12 +145,29 @@ def test_missing_optional_library_is_one_clear_error(monkeypatch):
 
     from dhm.models import hubs
 
-    def refuse(name, *a, **k):
-        raise ModuleNotFoundError(f"No module named {name!r}")
+    def absent(missing):
+        def refuse(name, *a, **k):
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
 
-    monkeypatch.setattr(importlib, "import_module", refuse)
-    with pytest.raises(ValueError, match="timm models need timm \\(pip install timm\\).*not installed"):
+        return refuse
+
+    monkeypatch.setattr(importlib, "import_module", absent("timm"))
+    with pytest.raises(ValueError, match=r"timm models need timm, which is not installed \(pip install timm\)"):
         hubs.timm_model("resnet50")
+    monkeypatch.setattr(importlib, "import_module", absent("torchvision"))  # timm present, its dependency not
+    with pytest.raises(ValueError, match=r"timm, which is installed but needs torchvision, which is not"):
+        hubs.timm_model("resnet50")
+
+    def unloadable(name, *a, **k):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(importlib, "import_module", unloadable)
+    with pytest.raises(
+        ValueError,
+        match=r"torchvision, which is installed.* but cannot be loaded beside torch .*"
+        r"RuntimeError: operator torchvision::nms does not exist",
+    ):
+        hubs.torchvision_model("resnet18")
 
 
 def _fill(name: str, shape: list[int]) -> torch.Tensor:

@@ -7,13 +7,17 @@ after the second-to-last stage and one after the stage before it, each a width-1
 
 from __future__ import annotations
 
-import importlib
+import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..branches import BranchSpec, StagePlan
+from ..errors import first_line
 from ..registry import Registry
 
 HubFn = Callable[..., nn.Module]
@@ -21,11 +25,43 @@ HUBS: Registry[HubFn] = Registry("model library")
 
 
 def _require(module: str) -> Any:
+    """The library ``module``, or a ValueError that says what is wrong: not installed, installed but missing a
+    library it needs, or installed but unable to load (the module and its error)."""
+    import importlib.util
+
     try:
         return importlib.import_module(module)
-    except Exception as exc:  # absent, or present but unable to load (e.g. a CUDA build beside a CPU torch)
-        reason = "not installed" if isinstance(exc, ModuleNotFoundError) else f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"{module} models need {module} (pip install {module}); it cannot be imported: {reason}")
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing and missing != module:  # the library is there; something it imports is not
+            raise ValueError(
+                f"{module} models need {module}, which is installed but needs {missing}, which is not "
+                f"(pip install {missing})"
+            ) from None
+        raise ValueError(f"{module} models need {module}, which is not installed (pip install {module})") from None
+    except Exception as exc:  # noqa: BLE001 - present but unable to load (e.g. a CUDA build beside a CPU torch)
+        spec = importlib.util.find_spec(module) if module not in sys.modules else None
+        where = f" at {Path(spec.origin).parent}" if spec is not None and spec.origin else ""
+        culprit = _failing_package(exc) or module
+        via = " but" if culprit == module else f", but {culprit}, which it loads,"
+        raise ValueError(
+            f"{module} models need {module}, which is installed{where}{via} cannot be loaded beside torch "
+            f"{torch.__version__} ({type(exc).__name__}: {first_line(exc, 160)}); install the {culprit} build "
+            "made for this torch"
+        ) from None
+
+
+def _failing_package(exc: BaseException) -> str | None:
+    """The installed package whose code raised ``exc``: the deepest traceback frame under site-packages outside
+    torch (torch raises on behalf of the library that called it)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        match = re.search(r"[/\\](?:site|dist)-packages[/\\]([A-Za-z0-9_]+)", tb.tb_frame.f_code.co_filename)
+        if match and match.group(1) != "torch":
+            found = match.group(1)
+        tb = tb.tb_next
+    return found
 
 
 @HUBS.register("torchvision")

@@ -277,3 +277,36 @@ def test_engine_trains_a_torchvision_model_named_in_the_config(torchvision, tmp_
     deployed = torch.load(tmp_path / "run" / "deploy.pt", weights_only=True)
     assert deployed["model"]["name"] == "torchvision:mobilenet_v2"
     torchvision.models.mobilenet_v2(num_classes=10).load_state_dict(deployed["state_dict"], strict=True)
+
+
+class _ThreeStage(nn.Module):
+    """The simplest own CNN: a stem and three named stages at strides 1, 2, 2 (two resolution drops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(i: int, o: int, s: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+        self.stem = block(3, 16, 1)
+        self.stage1 = nn.Sequential(block(16, 16, 1), block(16, 16, 1))
+        self.stage2 = nn.Sequential(block(16, 32, 2), block(32, 32, 1))
+        self.stage3 = nn.Sequential(block(32, 64, 2), block(64, 64, 1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_plain_three_stage_cnn_splits_at_its_named_stages():
+    plan = dhm.stage_plan(_ThreeStage(), input_size=32)
+    described = plan.describe()
+    assert [s["module"].split(".")[0] for s in described] == ["stage1", "stage2", "stage3"]
+    assert [s["reduction"] for s in described] == [1, 2, 4] and [s["channels"] for s in described] == [16, 32, 64]
+    model = dhm.attach_branches(_ThreeStage(), [dhm.BranchSpec(fork=0), dhm.BranchSpec(fork=1)])
+    out = model.train()(torch.randn(2, 3, 32, 32))
+    assert len(out) == 3 and all(o.shape == (2, 10) for o in out)
+    torch.testing.assert_close(
+        dhm.strip(model).eval()(torch.ones(1, 3, 32, 32)), model.eval()(torch.ones(1, 3, 32, 32))
+    )

@@ -228,8 +228,7 @@ def _levels(
 ) -> tuple[fx.Node, list[fx.Node]]:
     """Stem end and stage ends from the spatial reduction at the single-value points: consecutive points at one
     reduction form a level; levels at reduction <= 2 are the stem; a level with no parameters joins the one before."""
-    levels: list[tuple[int, list[fx.Node]]] = []
-    stem_end = cuts[0]
+    by_level: list[tuple[int, list[fx.Node]]] = []  # every level, the input's resolution included
     for node in cuts[1:]:
         shape = shapes.get(node.name)
         if shape is None:
@@ -237,16 +236,43 @@ def _levels(
         if len(shape) != 4 or shape[-1] <= 1:
             break  # pooled or flattened: the head starts here
         reduction = max(1, round(hw / shape[-1]))
-        if levels and reduction < levels[-1][0]:
+        if by_level and reduction < by_level[-1][0]:
             break  # the grid grows again (an adaptive pool to a larger grid): head
-        if reduction <= 2:
-            stem_end = node
-        elif levels and levels[-1][0] == reduction:
-            levels[-1][1].append(node)
+        if by_level and by_level[-1][0] == reduction:
+            by_level[-1][1].append(node)
         else:
-            levels.append((reduction, [node]))
+            by_level.append((reduction, [node]))
+    # ImageNet-style: the levels at reduction <= 2 are the stem.
+    stem = [n for r, nodes in by_level if r <= 2 for n in nodes]
+    stem_end = stem[-1] if stem else cuts[0]
+    stages = _merge_parameterless(net, [nodes for r, nodes in by_level if r > 2])
+    if len(stages) < 2 and by_level:
+        # CIFAR-style (stem, stage1 at the input's resolution, then drops): the first level's first top-level
+        # module is the stem, the rest of that level the first stage.
+        first = by_level[0][1]
+        owner = [_top_module(n) for n in first]
+        stem_nodes = [n for n, o in zip(first, owner) if o == owner[0]] if owner[0] is not None else []
+        rest = first[len(stem_nodes) :]
+        levels = ([rest] if rest else []) + [nodes for _, nodes in by_level[1:]]
+        named = _merge_parameterless(net, levels)
+        if len(named) >= 2 and stem_nodes:
+            stem_end, stages = stem_nodes[-1], named
+    if len(stages) < 2:
+        raise SplitError(
+            f"found {len(stages)} stage(s) in {type(net).__name__} by resolution, too few to branch; {HOW_TO}"
+        )
+    return stem_end, [s[-1] for s in stages]
+
+
+def _top_module(node: fx.Node) -> str | None:
+    """The top-level child of the traced model that ``node`` calls (None for a function or method call)."""
+    return str(node.target).split(".")[0] if node.op == "call_module" else None
+
+
+def _merge_parameterless(net: nn.Module, levels: list[list[fx.Node]]) -> list[list[fx.Node]]:
+    """Levels as stages; a level without parameters (a pooling) joins the stage before it."""
     stages: list[list[fx.Node]] = []
-    for _, nodes in levels:
+    for nodes in levels:
         has_params = any(
             n.op == "call_module" and any(True for _ in net.get_submodule(n.target).parameters()) for n in nodes
         )
@@ -254,8 +280,4 @@ def _levels(
             stages[-1].extend(nodes)
         else:
             stages.append(list(nodes))
-    if len(stages) < 2:
-        raise SplitError(
-            f"found {len(stages)} stage(s) in {type(net).__name__} by resolution, too few to branch; {HOW_TO}"
-        )
-    return stem_end, [s[-1] for s in stages]
+    return stages

@@ -33,16 +33,36 @@ def cmd_train(ns: argparse.Namespace) -> int:
     from .engine import train
 
     recipe, overrides = _split_recipe(ns.args)
-    summary = train(load_config(recipe, overrides))
+    cfg = load_config(recipe, overrides)
+    if _rank() == 0:
+        _short_run_hint(recipe, cfg)
+    summary = train(cfg)
     if summary.get("world_size", 1) == 1 or _rank() == 0:
         print(summary["run_dir"])
     return 0
 
 
+def _short_run_hint(recipe: str | None, cfg) -> None:
+    """A paper-length schedule cut to a tenth or less rarely learns (lr 0.1 for a few dozen steps): say so, and
+    what to run instead, before the run starts."""
+    from .config import load_config
+
+    if recipe is None:
+        return
+    full = load_config(recipe).train.epochs
+    if full >= 100 and cfg.train.epochs * 10 <= full:
+        print(
+            f"note: {recipe} is a {full}-epoch schedule; cut to {cfg.train.epochs} epoch(s) it may learn nothing "
+            "(its milestones scale along, its lr does not). For a short run lower optim.lr and set "
+            "optim.schedule=cosine, or start from cifar10-jpeg-quick (README: Short runs)",
+            flush=True,
+        )
+
+
 def _rank() -> int:
     import os
 
-    return int(os.environ.get("RANK", 0))
+    return int(os.environ.get("RANK", "0"))
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:

@@ -161,15 +161,30 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
             name = f"{name}_{method}"
         data.setdefault("name", name)
     explicit: dict[str, Any] = {}
+    schedule = (dict(data.get("optim") or {}).get("milestones"), dict(data.get("train") or {}).get("epochs"))
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
         _set_dotted(explicit, key, value)
+    scale_milestones(data, explicit, *schedule)
     apply_method_settings(data)
     apply_loss_preset(data, explicit)
     cfg = _build(Config, data)
     validate(cfg)
     return cfg
+
+
+def scale_milestones(data: dict[str, Any], explicit: dict[str, Any], milestones: Any, epochs: Any) -> None:
+    """A recipe's lr milestones follow an override of ``train.epochs`` (unless the milestones are overridden too):
+    ``cifar100/resnet110 train.epochs=16`` decays at epochs 7.9 and 11.9, as the 164-epoch recipe does at 81 and
+    122, instead of never. At the recipe's own length nothing changes."""
+    new = (explicit.get("train") or {}).get("epochs")
+    if "milestones" in (explicit.get("optim") or {}) or not isinstance(milestones, list) or not milestones:
+        return
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (new, epochs))
+    if not ok or new == epochs or not all(isinstance(m, (int, float)) for m in milestones):
+        return
+    data.setdefault("optim", {})["milestones"] = [round(m * new / epochs, 6) for m in milestones]
 
 
 def _sections(data: dict[str, Any]) -> dict[str, Any]:

@@ -192,3 +192,54 @@ def test_fit_names_the_loader_and_batch_of_bad_data(case, tmp_path):
     with pytest.raises(DataError) as info:
         dhm.fit(net, make(), out_dir=tmp_path / "run", settings=settings)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch, capsys):
+    from helpers import TINY_RUN
+
+    from dhm.engine.trainer import Trainer
+
+    calls = []
+
+    def interrupted(self, model, epoch):
+        calls.append(epoch)
+        if len(calls) == 1 and self.cfg.train.epochs == 1 or len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, model, epoch)
+
+    original = Trainer.train_one_epoch
+    monkeypatch.setattr(Trainer, "train_one_epoch", interrupted)
+    capsys.readouterr()
+    assert main(["train", "smoke", *TINY_RUN, f"train.out_dir={tmp_path / 'a'}"]) == 130
+    assert "no epoch had finished" in capsys.readouterr().err  # nothing to resume: not "last.pt keeps ..."
+    calls.clear()
+    assert main(["train", "smoke", *TINY_RUN, "train.epochs=3", f"train.out_dir={tmp_path / 'b'}"]) == 130
+    assert "last.pt keeps epoch 1 (train.resume=auto continues it)" in capsys.readouterr().err
+
+
+def test_a_changed_resume_is_refused_before_the_data_is_read(tmp_path, capsys):
+    from helpers import TINY_RUN
+
+    folder = tmp_path / "run"
+    assert main(["train", "smoke", *TINY_RUN, f"train.out_dir={folder}"]) == 0
+    capsys.readouterr()
+    argv = ["train", "smoke", *TINY_RUN, f"train.out_dir={folder}", "train.resume=auto", "optim.lr=0.5"]
+    assert main([*argv, "data.name=imagefolder", "data.root=/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and "/nonexistent" not in err  # the settings, not the (unread) data, are named
+
+
+def test_deployment_only_formats_say_so(tmp_path, capsys):
+    from helpers import TINY_RUN
+
+    folder = tmp_path / "run"
+    assert main(["train", "smoke", *TINY_RUN, f"train.out_dir={folder}"]) == 0
+    assert main(["export", str(folder / "deploy.pt"), "--format", "torchscript", "-o", str(tmp_path / "m.ts")]) == 0
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")  # the suffix decides: ONNX files are never unpickled
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "m.ts")]) == 2
+    assert "a TorchScript export, a deployment-only format" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "m.onnx"), str(tmp_path)]) == 2
+    assert "an ONNX export, a deployment-only format (run it with onnxruntime)" in capsys.readouterr().err
+    assert main(["eval", str(folder / "deploy.pt"), "--heads"]) == 0
+    assert "holds the deployed backbone only" in capsys.readouterr().out

@@ -274,11 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `dhm recipes | head`
         return 0
-    except Terminated:
-        print(f"dhm: terminated (SIGTERM); {KEPT}", file=sys.stderr)
+    except Terminated as exc:
+        print(f"dhm: terminated (SIGTERM); {exc.args[0] if exc.args else KEPT}", file=sys.stderr)
         return 143
-    except KeyboardInterrupt:
-        print(f"dhm: interrupted; {KEPT}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"dhm: interrupted; {exc.args[0] if exc.args else KEPT}", file=sys.stderr)
         return 130
     finally:
         if main_thread:

@@ -70,6 +70,11 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     options = {k: True for k in ("flip", "rerank") if getattr(ns, k)}
     report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads, options=options)
+    if ns.heads and report.deployed:
+        print(
+            f"note: {ns.checkpoint} holds the deployed backbone only (its branches were stripped), so only the main "
+            "head is shown; --heads shows every head of best.pt or last.pt"
+        )
     for name, result in report.splits.items():
         print(f"{name}: {report.task.describe(result)}")
     return 0

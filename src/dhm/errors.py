@@ -35,9 +35,15 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
+#: What dhm reads, for the messages about files that are for deployment only (TorchScript, ONNX).
+READABLE = "dhm eval, predict and export read best.pt, last.pt, deploy.pt and pt or safetensors exports"
+
+
 def load_error(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in words (never PyTorch's hint to load it unsafely)."""
     text = str(exc)
+    if "TorchScript archives" in text:
+        return f"it is a TorchScript export, a deployment-only format (load it with torch.jit.load); {READABLE}"
     if "Unsupported global" in text:
         return "it holds objects other than tensors and plain values; loading those could run code, so dhm refuses"
     if isinstance(exc, EOFError) or "Ran out of input" in text or not text.strip():

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, first_line, load_error
+from .errors import READABLE, CheckpointError, first_line, load_error
 
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
@@ -109,6 +109,10 @@ def load_file(path: str | Path, expected_format: str | None = None, need: tuple[
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path} is an ONNX export, a deployment-only format (run it with onnxruntime); {READABLE}"
+        )
     try:
         obj = torch_load(path)
     except Exception as exc:  # torch.load raises many types on corrupt or foreign files

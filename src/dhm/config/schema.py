@@ -54,7 +54,7 @@ class DataConfig:
     instances: int = 4  # identity sampler: K images per identity in a batch (P = batch_size / K)
     eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
-    augment: str = "cifar"  # cifar (pad-4 crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erasing) | none
+    augment: str = "cifar"  # cifar (pad crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erase) | none
     image_size: int | list[int] | None = None  # resize to this side or [height, width] (re-ID); None = native
     pad: int | None = None  # pad-and-crop shift in pixels of data.augment (None = the preset's: 4, reid 10)
     in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)

@@ -27,6 +27,7 @@ class CheckpointReport:
 
     task: Task
     splits: dict[str, dict[str, float]]
+    deployed: bool = False  # a deploy file or an export: the main head only
 
 
 def evaluate_checkpoint(
@@ -34,7 +35,8 @@ def evaluate_checkpoint(
 ) -> CheckpointReport:
     """The metrics of ``path`` (best.pt / last.pt: every head with ``heads``; deploy.pt and pt / safetensors
     exports: the deployed backbone) on each evaluation split of its run, by split name (``val`` first when the run
-    had one); ``options`` are the task's evaluation options (retrieval: ``flip``, ``rerank``). ``overrides`` are ``key=value`` config changes, e.g. ``data.root=...`` for another data location.
+    had one); ``options`` are the task's evaluation options (retrieval: ``flip``, ``rerank``).
+    ``overrides`` are ``key=value`` config changes, e.g. ``data.root=...`` for another data location.
 
     Example:
         >>> dhm.evaluate_checkpoint("runs/demo/20261126-101500/best.pt", heads=True).splits["test"]
@@ -74,4 +76,4 @@ def evaluate_checkpoint(
         for name in names
         if run_data.splits.get(name) is not None
     }
-    return CheckpointReport(task, splits)
+    return CheckpointReport(task, splits, deployed=deployed is not None)

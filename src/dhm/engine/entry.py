@@ -9,7 +9,7 @@ from ..config import Config
 from . import dist as D
 from .parts import build_parts
 from .runtime import resolve_runtime
-from .trainer import Trainer
+from .trainer import Trainer, check_resume_early
 
 
 def build_trainer(cfg: Config, dist: D.DistInfo | None = None) -> Trainer:
@@ -18,6 +18,7 @@ def build_trainer(cfg: Config, dist: D.DistInfo | None = None) -> Trainer:
     Example:
         >>> summary = build_trainer(load_config("demo")).fit()
     """
+    check_resume_early(cfg)  # a resume with changed settings is refused before the data is read
     runtime = resolve_runtime(cfg.train, dist)
     return Trainer(cfg, build_parts(cfg, runtime), runtime)
 

@@ -3,6 +3,7 @@ run). The entry points that build it from a config are in :mod:`dhm.engine.entry
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config, dump_config, to_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, Terminated
 from ..tasks import Task
 from . import dist as D
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
@@ -94,10 +95,7 @@ class Trainer:
         return choose_run_dir(self.cfg.train, self.cfg.name)
 
     def _resume_path(self, run_dir: Path) -> Path | None:
-        if self.cfg.train.resume == "auto":
-            path = run_dir / "last.pt"
-            return path if path.is_file() else None
-        return Path(self.cfg.train.resume).expanduser()
+        return resume_path(self.cfg, run_dir)
 
     def _load(self, path: Path) -> None:
         self.state = restore_run(path, self.parts, self.scaler, self.config_dict)
@@ -189,11 +187,20 @@ class Trainer:
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
             return finish_run(model, self.parts, self.runtime, self.state, self.run_dir, self.config_dict, self.select)
+        except (KeyboardInterrupt, Terminated) as exc:  # say what was kept: the CLI prints it
+            raise type(exc)(self._kept()) from None
         finally:
             if self.recorder is not None:
                 self.recorder.close()
             if self.lock is not None:
                 self.lock.release()
+
+    def _kept(self) -> str:
+        """What an interrupted run leaves: its last finished epoch in last.pt, or nothing to resume."""
+        if self.run_dir is not None and self.state.epoch > 0:
+            return f"{self.run_dir}/last.pt keeps epoch {self.state.epoch} (train.resume=auto continues it)"
+        where = f" in {self.run_dir}" if self.run_dir is not None else ""
+        return f"no epoch had finished{where}, so there is nothing to resume"
 
     def _repair(self) -> None:
         """After a kill between the writes of an epoch's end: last.pt is the commit point, so the metrics files are
@@ -231,6 +238,25 @@ class Trainer:
             f"epoch {r['epoch']}/{self.cfg.train.epochs}  loss {r['train/loss']:.4f}  {self.task.epoch_fields(r)}  "
             f"lr {r['lr']:.4g}  {r['images_per_s']:.0f} img/s  {r['time_s']:.1f}s"
         )
+
+
+def resume_path(cfg: Config, run_dir: Path) -> Path | None:
+    """The checkpoint a run resumes from: ``train.resume`` (a path), or ``last.pt`` of the run directory with
+    ``train.resume=auto`` (None when there is none)."""
+    if cfg.train.resume == "auto":
+        path = run_dir / "last.pt"
+        return path if path.is_file() else None
+    return Path(cfg.train.resume).expanduser() if cfg.train.resume else None
+
+
+def check_resume_early(cfg: Config) -> None:
+    """Refuse a resume with changed settings before the data is read (decoding a dataset can take minutes): the
+    same check :meth:`Trainer.open_run` makes, on the checkpoint the run would resume from."""
+    if not cfg.train.resume or os.environ.get("RANK", "0") != "0":
+        return
+    path = resume_path(cfg, choose_run_dir(cfg.train, cfg.name))
+    if path is not None:
+        check_compatible(load_file(path, FORMAT, need=RESUME_NEEDS), to_dict(cfg), path)
 
 
 def select_metric(task: Task, select: str) -> str:

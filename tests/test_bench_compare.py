@@ -159,3 +159,10 @@ def test_gentle_mode_is_the_setting_the_sweep_chose(epochs):
     chosen = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides(swept, base)])
     # the loss configs name their method (loss.mode); every setting is the same
     assert gentle.loss == replace(chosen.loss, preset="gentle", mode="dhm-gentle") and gentle.model == chosen.model
+
+
+def test_one_seed_shows_no_spread():
+    from dhm.compare.table import cell
+
+    assert cell({"mean": 71.234, "std": 0.0, "n": 1}) == "71.23"  # not "71.23 +- 0.00"
+    assert cell({"mean": 71.234, "std": 0.5, "n": 3}) == "71.23 +- 0.50"

@@ -310,3 +310,8 @@ def test_a_plain_three_stage_cnn_splits_at_its_named_stages():
     torch.testing.assert_close(
         dhm.strip(model).eval()(torch.ones(1, 3, 32, 32)), model.eval()(torch.ones(1, 3, 32, 32))
     )
+
+
+def test_a_stage_plan_reads_as_its_stages():
+    text = repr(dhm.stage_plan(_ThreeStage(), input_size=32))
+    assert text.startswith("StagePlan(source=") and "stage3.1.2 (64 ch, /4, 6 blocks)" in text and "0x" not in text

@@ -78,6 +78,10 @@ class StagePlan:
             raise ValueError(f"unknown fork stage {fork!r}; this backbone's stages are {names}")
         return names.index(fork)
 
+    def __repr__(self) -> str:
+        stages = ", ".join(f"{s.name} ({s.channels} ch, /{s.reduction}, {s.blocks} blocks)" for s in self.stages)
+        return f"StagePlan(source={self.source!r}, stages=[{stages}], num_classes={self.num_classes})"
+
     def describe(self) -> list[dict[str, object]]:
         """One row per stage: index, module, channels, reduction, module calls."""
         return [

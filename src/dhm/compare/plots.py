@@ -79,7 +79,8 @@ def plot_dynamics(
 
     task = get_task(result_task)
     prefix = task.head_metric("") or ""
-    fig, axes = plt.subplots(len(rows), 3, figsize=(14, 2.8 * len(rows)), squeeze=False)
+    # One y-scale per column, so that rows (modes) compare at a glance.
+    fig, axes = plt.subplots(len(rows), 3, figsize=(14, 2.8 * len(rows)), squeeze=False, sharey="col")
     for (mode, histories), (acc_ax, loss_ax, agree_ax) in zip(rows, axes):
         val = f"{task.select_split}/{prefix}"
         keys = [k for k in histories[0][0] if prefix and k.startswith(val) and not k.endswith("ensemble")]
@@ -91,7 +92,20 @@ def plot_dynamics(
         for i, key in enumerate(k for k in histories[0][0] if k.startswith("train/ce/") or k == "train/kl"):
             loss_ax.plot(*_mean_series(histories, key), color=f"C{i}", label=key.removeprefix("train/"))
         if "val/agree" in histories[0][0]:
-            agree_ax.plot(*_mean_series(histories, "val/agree"), color="C0")
+            epochs, agree = _mean_series(histories, "val/agree")
+            agree_ax.plot(epochs, agree, color="C0")
+            main_key = f"{val}main"
+            main_acc = _mean_series(histories, main_key)[1][-1] if main_key in histories[0][0] else math.nan
+            if agree and agree[-1] >= 99.5 and main_acc < 25:  # agreement with nothing learnt: one class for all
+                agree_ax.text(
+                    0.5,
+                    0.3,
+                    f"all agree, main head at {main_acc:.0f}%:\nthe heads may all predict one class",
+                    ha="center",
+                    transform=agree_ax.transAxes,
+                    fontsize=8,
+                    color="C3",
+                )
         else:
             note = "one head" if len(keys) == 1 else "not recorded by this run"
             agree_ax.text(0.5, 0.5, note, ha="center", va="center", transform=agree_ax.transAxes)

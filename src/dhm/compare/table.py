@@ -21,6 +21,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
+def cell(stat: dict) -> str:
+    """``mean +- std``, or the mean alone for one seed (a spread of one value is no spread)."""
+    return f"{stat['mean']:.2f} +- {stat['std']:.2f}" if stat.get("n", 2) > 1 else f"{stat['mean']:.2f}"
+
+
 def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> dict[str, Any]:
     """Mean +- std (sample std) over seeds of the test accuracy of the checkpoint chosen on validation, of the last
     epoch, and of the best validation accuracy."""
@@ -110,7 +115,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for mode, r in rows.items():
         keys = ("test_best", "test_last", "val_best", "train_last")
-        cells = [f"{r[k]['mean']:.2f} +- {r[k]['std']:.2f}" if k in r else "-" for k in keys]
+        cells = [cell(r[k]) if k in r else "-" for k in keys]
         lines.append(
             f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
         )
@@ -124,7 +129,7 @@ def to_markdown(result: dict[str, Any]) -> str:
             "|---|" + "---|" * len(rows[heads[0]]["test_heads"]),
         ]
         for mode in heads:
-            cells = [f"{s['mean']:.2f} +- {s['std']:.2f}" for s in rows[mode]["test_heads"].values()]
+            cells = [cell(s) for s in rows[mode]["test_heads"].values()]
             lines.append(f"| {mode} | " + " | ".join(cells) + " |")
         lines.append("")
     for name, p in result.get("unfinished", {}).items():

@@ -40,3 +40,21 @@ def test_traced_model_and_loss_match_eager(dynamic, dynamic_fork):
 @pytest.mark.slow
 def test_inductor_model_and_loss_match_eager():
     _check("inductor", "official", False)
+
+
+def test_compile_auto_compiles_long_runs_where_a_compiler_exists(monkeypatch):
+    import shutil
+
+    from dhm.config import load_config
+    from dhm.engine.compiling import AUTO_MIN_STEPS, auto_compile
+
+    assert load_config("demo").train.compile == "auto"  # the default
+    cpu = torch.device("cpu")
+    assert auto_compile("auto", AUTO_MIN_STEPS - 1, cpu) == (None, "")  # a short run stays eager, silently
+    assert auto_compile(None, 10**6, cpu) == (None, "") and auto_compile("default", 10, cpu) == ("default", "")
+    if shutil.which("c++") or shutil.which("g++") or shutil.which("clang++"):
+        mode, why = auto_compile("auto", 57_400, cpu)  # cifar100/resnet110's 164 epochs of 350 steps
+        assert mode == "default" and "57,400 steps" in why
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    mode, why = auto_compile("auto", 57_400, cpu)
+    assert mode is None and "no C++ compiler" in why  # said once in the run's log, never an error

@@ -89,7 +89,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 where native) | off | bf16 | fp16 (fp16 uses a grad scaler)
     channels_last: bool | str = "auto"  # auto (CUDA and oneDNN CPUs) | true | false
-    compile: bool | str = False  # torch.compile the model: false | true | a mode (reduce-overhead = CUDA graphs)
+    compile: bool | str = "auto"  # torch.compile: auto (on for 5,000+ steps with a compiler) | true | false | a mode
     cuda_graph: bool = False  # capture the whole step (forward, loss, backward, update) in one CUDA graph
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP

@@ -10,17 +10,53 @@ from ..errors import ConfigError
 from .dist import DistInfo
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: ``train.compile=auto`` compiles runs of at least this many optimizer steps: compiling costs 30-60 s on 2 CPU
+#: cores and saves about a fifth of a DHM step (BENCHMARKS.md), so shorter runs would lose time.
+AUTO_MIN_STEPS = 5000
 
 
 def resolve_compile(value: bool | str) -> str | None:
-    """``train.compile`` as ``None`` (eager) or a torch.compile mode name."""
+    """``train.compile`` as ``None`` (eager), a torch.compile mode name, or ``"auto"`` (decided by
+    :func:`auto_compile` once the run's length is known)."""
+    if value == "auto":
+        return "auto"
     if value is False or value in ("off", "false"):
         return None
     if value is True or value in ("on", "true"):
         return "default"
     if value in COMPILE_MODES:
         return str(value)
-    raise ConfigError(f"train.compile must be true, false or one of {', '.join(COMPILE_MODES)}; got {value!r}")
+    raise ConfigError(
+        f"train.compile must be auto, true, false or one of {', '.join(COMPILE_MODES)}; got {value!r}"
+    )
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why torch.compile cannot build kernels for ``device`` here (no C++ compiler for CPU code, no Triton for
+    CUDA), or None when it can."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cuda":
+        return None if importlib.util.find_spec("triton") is not None else "Triton is not installed"
+    if device.type == "cpu":
+        found = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+        return None if found else "no C++ compiler (c++, g++ or clang++) is on the PATH"
+    return f"dhm does not compile for {device.type} devices"
+
+
+def auto_compile(mode: str | None, total_steps: int, device: torch.device) -> tuple[str | None, str]:
+    """``train.compile=auto`` decided for a run of ``total_steps`` optimizer steps on ``device``: the default mode
+    for long runs where a compiler is present, else eager; with the reason, for the run's log. Other values pass
+    through."""
+    if mode != "auto":
+        return mode, ""
+    if total_steps < AUTO_MIN_STEPS:
+        return None, ""  # short runs stay eager, silently: the common case
+    missing = compiler_missing(device)
+    if missing is not None:
+        return None, f"train.compile=auto: eager, because {missing}"
+    return "default", f"train.compile=auto: compiling, a run of {total_steps:,} steps amortises it"
 
 
 def compile_model(model: nn.Module, mode: str | None) -> nn.Module:

@@ -3,6 +3,7 @@ run). The entry points that build it from a config are in :mod:`dhm.engine.entry
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..errors import ConfigError, Terminated
 from ..tasks import Task
 from . import dist as D
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
-from .compiling import wrap_model
+from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
@@ -48,6 +49,12 @@ class Trainer:
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         self.head_names: tuple[str, ...] = parts.head_names
         self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
+        total = self.steps_per_epoch * cfg.train.epochs
+        mode, why = auto_compile(runtime.compile_mode, total, runtime.dist.device)
+        if mode != runtime.compile_mode:
+            self.runtime = runtime = dataclasses.replace(runtime, compile_mode=mode)
+        if why and runtime.dist.is_main:
+            print(why, flush=True)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=runtime.amp == "fp16")
         if runtime.cuda_graph:
             if getattr(self.loss_fn, "own_optimizers", None):

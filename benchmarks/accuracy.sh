@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${DHM_SHARED_DATA:-../shared/data}
-work=${DHM_WORK:-runs/data}
+work=${DHM_WORK:-data}
 
 # 1. scikit-learn digits (bundled): the demo recipe, 10 epochs, every mode.
 dhm compare demo --seeds 3 --modes "${DIGITS_MODES:-ce,dsl,dhm,dhm-official,dhm-bernoulli,dhm-fork,dhm-rampup}" \

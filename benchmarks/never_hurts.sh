@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${DHM_SHARED_DATA:-../shared/data}
-work=${DHM_WORK:-runs/data}
+work=${DHM_WORK:-data}
 mkdir -p "$work"
 [ -d "$work/CIFAR-10-images" ] || tar -xzf "$shared/cifar10-jpeg/CIFAR-10-images-jpeg.tar.gz" -C "$work"
 seeds=${SEEDS:-1}

@@ -53,8 +53,10 @@ def test_compile_auto_compiles_long_runs_where_a_compiler_exists(monkeypatch):
     assert auto_compile("auto", AUTO_MIN_STEPS - 1, cpu) == (None, "")  # a short run stays eager, silently
     assert auto_compile(None, 10**6, cpu) == (None, "") and auto_compile("default", 10, cpu) == ("default", "")
     if shutil.which("c++") or shutil.which("g++") or shutil.which("clang++"):
-        mode, why = auto_compile("auto", 57_400, cpu)  # cifar100/resnet110's 164 epochs of 350 steps
+        mode, why = auto_compile("auto", 57_400, cpu)  # cifar100/resnet110's 164 epochs of 350 steps, fp32
         assert mode == "default" and "57,400 steps" in why
+    monkeypatch.setattr("dhm.engine.compiling._has_amx", lambda: False)
+    assert auto_compile("auto", 57_400, cpu, "bf16")[0] is None  # measured slower compiled without AMX
     monkeypatch.setattr(shutil, "which", lambda name: None)
     mode, why = auto_compile("auto", 57_400, cpu)
     assert mode is None and "no C++ compiler" in why  # said once in the run's log, never an error

@@ -26,9 +26,7 @@ def resolve_compile(value: bool | str) -> str | None:
         return "default"
     if value in COMPILE_MODES:
         return str(value)
-    raise ConfigError(
-        f"train.compile must be auto, true, false or one of {', '.join(COMPILE_MODES)}; got {value!r}"
-    )
+    raise ConfigError(f"train.compile must be auto, true, false or one of {', '.join(COMPILE_MODES)}; got {value!r}")
 
 
 def compiler_missing(device: torch.device) -> str | None:
@@ -45,14 +43,27 @@ def compiler_missing(device: torch.device) -> str | None:
     return f"dhm does not compile for {device.type} devices"
 
 
-def auto_compile(mode: str | None, total_steps: int, device: torch.device) -> tuple[str | None, str]:
-    """``train.compile=auto`` decided for a run of ``total_steps`` optimizer steps on ``device``: the default mode
-    for long runs where a compiler is present, else eager; with the reason, for the run's log. Other values pass
-    through."""
+def _has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Linux ``/proc/cpuinfo`` flag ``amx_bf16``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def auto_compile(mode: str | None, total_steps: int, device: torch.device, amp: str = "off") -> tuple[str | None, str]:
+    """``train.compile=auto`` decided for a run of ``total_steps`` optimizer steps on ``device`` in precision
+    ``amp``: the default mode for long runs where a compiler is present and compiling was measured to pay, else
+    eager; with the reason, for the run's log. Other values pass through. On CPUs compiled bf16 paid with AMX
+    (+23%, Intel Xeon) but not without it (-8%, AMD EPYC with AVX512-BF16; BENCHMARKS.md), so a bf16 run on a CPU
+    without AMX stays eager; compiled fp32 paid on both (+15-23%)."""
     if mode != "auto":
         return mode, ""
     if total_steps < AUTO_MIN_STEPS:
         return None, ""  # short runs stay eager, silently: the common case
+    if device.type == "cpu" and amp == "bf16" and not _has_amx():
+        return None, "train.compile=auto: eager (compiled bf16 was slower on CPUs without AMX; BENCHMARKS.md)"
     missing = compiler_missing(device)
     if missing is not None:
         return None, f"train.compile=auto: eager, because {missing}"

@@ -50,7 +50,7 @@ class Trainer:
         self.head_names: tuple[str, ...] = parts.head_names
         self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
         total = self.steps_per_epoch * cfg.train.epochs
-        mode, why = auto_compile(runtime.compile_mode, total, runtime.dist.device)
+        mode, why = auto_compile(runtime.compile_mode, total, runtime.dist.device, runtime.amp)
         if mode != runtime.compile_mode:
             self.runtime = runtime = dataclasses.replace(runtime, compile_mode=mode)
         if why and runtime.dist.is_main:

@@ -100,7 +100,7 @@ def test_pair_graph_weights_only_the_pairs_it_names():
     smoothed = [(F.softmax(h, -1) + 1e-8) / (1 + 5e-8) for h in heads[:2]]
     direct = (smoothed[0] * (smoothed[0].log() - smoothed[1].log())).sum(-1).mean()
     torch.testing.assert_close(value, direct, rtol=1e-10, atol=1e-12)
-    assert set(out) == {"kl", "kl/main->head1"} and p0.shape == logp1.shape
+    assert set(out) == {"kl", "kl_weight", "kl_weighted", "kl/main->head1"} and p0.shape == logp1.shape
     grads = torch.autograd.grad(value, heads, allow_unused=True)
     assert grads[0] is None or float(grads[0].abs().sum()) == 0.0  # the teacher is detached
     assert float(grads[1].abs().sum()) > 0 and (grads[2] is None or float(grads[2].abs().sum()) == 0.0)

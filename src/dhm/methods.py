@@ -105,6 +105,50 @@ _method(
 )
 
 
+def pair_terms(loss: Any, **fixed: Any) -> list[TermSpec]:
+    """Cross-entropy on every head plus a pair-KL term over every ordered pair with the run's switches
+    (``loss.temperature``, ``loss.t2``, ``loss.detach``, ``loss.alpha``) and ``fixed`` options."""
+    kl = {
+        "graph": "all",
+        "alpha": loss.alpha,
+        "temperature": loss.temperature,
+        "t2": loss.t2,
+        "detach": loss.detach,
+        "eps": loss.eps,
+        "rampup_epochs": loss.rampup_epochs,
+        "rampup": loss.rampup,
+        **fixed,
+    }
+    return [*ce_terms(loss, "all"), TermSpec("pair_kl", kl)]
+
+
+def dsn_terms(loss: Any) -> list[TermSpec]:
+    """DSN: cross-entropy on the main head plus the companion objectives on the auxiliary heads, their weight
+    decaying to 0 at ``loss.aux_stop``."""
+    aux = {"weight": loss.aux_weight, "decay": loss.aux_decay, "stop": loss.aux_stop}
+    return [*ce_terms(loss, "main"), TermSpec("ce_aux", aux)]
+
+
+_method(
+    "dsn",
+    dsn_terms,
+    settings=lambda e: {"model.branches": "light-every-stage", "loss.aux_stop": float(e)},
+    doc="DSN (Lee et al. 2015): light classifiers after every stage, their CE weight decaying to 0 over the run",
+)
+_method(
+    "dks",
+    pair_terms,
+    settings=lambda e: {"loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0},
+    doc="DKS (Sun et al. 2019): CE on every head + KL over all ordered head pairs, T=1, no T^2, teacher detached",
+)
+_method(
+    "dml",
+    lambda loss: pair_terms(loss, per_student=True),
+    settings=lambda e: {"model.branches": "peers:2", "loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0},
+    doc="DML (Zhang et al. 2018): K full networks (model.branches=peers:K), each CE + mean KL to the others",
+)
+
+
 def bot_terms(loss: Any, heads: str = "main", mimic: bool = False, embed: bool = False) -> list[TermSpec]:
     """The re-ID strong baseline (BoT) on ``heads``: identity cross-entropy (label smoothing) + batch-hard triplet
     (+ center loss with ``loss.center_weight > 0``); with ``mimic`` DHM's pairwise KL on the identity logits, with

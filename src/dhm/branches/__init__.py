@@ -1,6 +1,7 @@
 """Side branches: specs, stage plans, staged backbones, builders and the branched model."""
 
 from .builders import BRANCH_BUILDERS, Branch
+from .layouts import LAYOUTS, PeerBranch, layout_specs
 from .model import DHMModel, HeadOutputs, attach_branches, head_logits, strip, unwrap
 from .neck import BNNeck, add_neck, has_neck, head_dims
 from .plan import PLAN_SOURCES, Stage, StagePlan, stage_plan
@@ -10,9 +11,11 @@ from .trace import SplitError
 
 __all__ = [
     "BRANCH_BUILDERS",
+    "LAYOUTS",
     "PLAN_SOURCES",
     "BNNeck",
     "Branch",
+    "PeerBranch",
     "BranchSpec",
     "DHMModel",
     "HeadOutputs",
@@ -25,6 +28,7 @@ __all__ = [
     "has_neck",
     "head_dims",
     "head_logits",
+    "layout_specs",
     "stage_plan",
     "strip",
     "unwrap",

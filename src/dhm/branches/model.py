@@ -95,7 +95,7 @@ class DHMModel(nn.Module):
         branches = list(self.branches.values())
         # Stages whose per-block outputs a dynamically forking branch may take over.
         blockwise = {s + 1 for s, b in zip(self.fork_stages, branches) if dynamic and b.max_offset > 0}
-        fork_feats: dict[int, Tensor] = {}
+        fork_feats: dict[int, Tensor] = {-1: x}  # -1: the input, which a peer branch (DML) reads
         block_feats: dict[int, list[Tensor]] = {}
         h = plan.stem(root, x)
         for index, stage in enumerate(plan.stages):

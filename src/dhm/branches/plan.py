@@ -70,6 +70,8 @@ class StagePlan:
     def index(self, fork: str | int) -> int:
         """A stage given by name or index, as an index; a clear error for unknown ones."""
         names = [s.name for s in self.stages]
+        if fork == "input":  # a branch that reads the input itself (a DML peer)
+            return -1
         if isinstance(fork, int) and not isinstance(fork, bool):
             if not -len(names) <= fork < len(names):
                 raise ValueError(f"fork index {fork} out of range: this backbone has {len(names)} stages {names}")

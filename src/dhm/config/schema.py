@@ -11,7 +11,7 @@ class ModelConfig:
     name: str = "cifar_resnet20"  # a registry name: `dhm models`
     num_classes: int | None = None  # default: the dataset's
     in_channels: int | None = None  # default: the dataset's (1 for digits and MNIST)
-    branches: str | list[dict[str, Any]] = "paper"  # "paper" | "none" | [{fork, depths, width, builder}, ...]
+    branches: str | list[dict[str, Any]] = "paper"  # paper | none | light-every-stage | peers:K | [{fork, ...}, ...]
     dynamic_fork: bool = False  # stochastic fork point (docs/method.md 4.2)
     dropout: float | None = None  # WRN dropout (paper recipe: 0.3)
     widths: list[int] | None = None  # CIFAR ResNet stage widths (default 16/32/64)
@@ -37,6 +37,11 @@ class LossConfig:
     center_weight: float = 0.0  # weight of the center loss of the bot* methods (0 = off; BoT: 5e-4)
     center_lr: float = 0.5  # SGD learning rate of the centers' own update (BoT)
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
+    t2: bool = True  # scale the mimicking term by T^2 (DHM, ONE, BYOT); dks and dml set false
+    detach: bool = True  # the teacher side of every mimicking pair gets no gradient
+    aux_weight: float = 1.0  # dsn: weight of the auxiliary heads' cross-entropy at the start
+    aux_decay: str = "linear"  # dsn: linear (to 0 at loss.aux_stop) | none (constant until loss.aux_stop)
+    aux_stop: float = 0.0  # dsn: epoch after which the auxiliary terms stop (0 = the end of the run)
 
 
 @dataclass

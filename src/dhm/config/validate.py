@@ -28,6 +28,8 @@ RULES: dict[str, tuple[Check, ...]] = {
     "loss.label_smoothing": ((GE, 0, ">= 0"), (LT, 1, "< 1")),
     "loss.center_weight": ((GE, 0, ">= 0 (0 = off)"),),
     "loss.center_lr": ((GT, 0, "> 0"),),
+    "loss.aux_weight": ((GE, 0, ">= 0"),),
+    "loss.aux_stop": ((GE, 0, ">= 0 (0 = the end of the run)"),),
     "data.val_size": ((GE, 0, ">= 0"),),
     "data.pad": ((GE, 0, ">= 0"),),
     "data.split_seed": ((GE, 0, ">= 0"),),

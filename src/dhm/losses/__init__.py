@@ -2,6 +2,7 @@
 (``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
 (:class:`MimicLoss`, :func:`mimic_loss`)."""
 
+from .aux import AuxCrossEntropy
 from .center import CenterLoss
 from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
@@ -10,6 +11,7 @@ from .objective import Objective, head_names
 from .terms import TERMS, CrossEntropy, PairKL, Term
 
 __all__ = [
+    "AuxCrossEntropy",
     "MODES",
     "PAIR_GRAPHS",
     "TERMS",

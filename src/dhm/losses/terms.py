@@ -95,6 +95,7 @@ class PairKL(Term):
         eps: probability smoothing before the log (released: 1e-8; 0 = exact log-softmax).
         dynamic: stochastic pair-gradient law (``released``, ``bernoulli(p)``); ``None`` = static.
         rampup_epochs, rampup: the weight's ramp-up (0 = off) and its shape (``linear``, ``sigmoid``).
+        per_student: divide the pair sum by H - 1, so each student's terms are a mean over its teachers (DML).
     Logs ``kl`` (the weighted pair sum, before alpha and T^2), ``kl_weight`` (alpha times the ramp-up weight now),
     ``kl_weighted`` (what the term adds to the loss) and ``kl/<teacher>-><student>`` per counted pair. With a
     ramp-up, :meth:`set_progress` must be called before the first step (else the weight would silently stay 0).
@@ -112,8 +113,10 @@ class PairKL(Term):
         rampup_epochs: float = 0.0,
         rampup: str = "linear",
         names: Sequence[str] | None = None,
+        per_student: bool = False,
     ) -> None:
         super().__init__()
+        self.per_student = per_student  # DML: each student's pair terms averaged over its H - 1 teachers
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.graph, self.alpha, self.temperature, self.t2 = graph, alpha, temperature, t2
@@ -174,6 +177,8 @@ class PairKL(Term):
             halt = pair_matrix(stopped.to(device=kl.device, dtype=torch.bool), num_heads)
             kl = torch.where(halt, kl.detach(), kl)
         pairs = (kl * weights).sum()
+        if self.per_student:
+            pairs = pairs / (num_heads - 1)
         scale = self.temperature**2 if self.t2 else 1.0
         weight = self.weight()
         out["kl"] = pairs.detach()

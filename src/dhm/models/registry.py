@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..branches import BranchSpec, add_neck, attach_branches, stage_plan
+from ..branches import LAYOUTS, BranchSpec, add_neck, attach_branches, layout_specs, stage_plan
 from ..registry import Registry
 from .hubs import HUBS, default_branches, split_name
 
@@ -47,7 +47,8 @@ def create_model(
             libraries' models, randomly initialised; ``branches="paper"`` then means the paper's fork points,
             see ``dhm.models.hubs``).
         num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
-        branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone) or a list of branch specs.
+        branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone), a named layout of the sibling
+            methods (``"light-every-stage"``, ``"peers:K"``; :mod:`dhm.branches.layouts`) or a list of branch specs.
         dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
         features: the train-mode output also carries every head's pooled feature (``dhm.HeadOutputs``); with
             ``branches="none"`` the backbone is then wrapped as a one-head branched model.
@@ -69,13 +70,19 @@ def create_model(
     backbone = fn(**kwargs)
     if neck == "bnneck":
         add_neck(backbone)
-    if isinstance(branches, str) and branches not in ("paper", "none"):
-        raise ValueError(f"branches must be 'paper', 'none' or a list of branch specs, got {branches!r}")
+    named = isinstance(branches, str) and branches.partition(":")[0] in LAYOUTS
+    if isinstance(branches, str) and branches not in ("paper", "none") and not named:
+        raise ValueError(
+            f"branches must be 'paper', 'none', a layout ({', '.join(LAYOUTS.list())}) or a list of branch specs, "
+            f"got {branches!r}"
+        )
     if branches == "none" and not features:
         return backbone
     plan = stage_plan(backbone)
     if branches == "paper":
         branches = paper_branches(name) if hub is None else default_branches(plan)
+    elif named:
+        branches = layout_specs(str(branches), plan)
     specs = [] if branches == "none" else branches
     return attach_branches(backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features)
 

@@ -1,0 +1,82 @@
+"""Named branch layouts of the sibling methods, for any backbone with a stage plan: ``model.branches`` takes a
+name (``light-every-stage``, ``peers:K``) as well as ``paper``, ``none`` or a list of specs.
+
+* ``light-every-stage``: a light (DSN-style) classifier after every stage but the last (Lee et al., 2015);
+* ``peers:K``: K - 1 full copies of the backbone beside it, each from the input (DML, Zhang et al., 2018);
+  ``peers`` alone is ``peers:2``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .builders import BRANCH_BUILDERS, Branch
+from .plan import StagePlan
+from .spec import BranchSpec
+from .staged import init_conv_bn
+
+Layout = Callable[[StagePlan, str], list[BranchSpec]]
+LAYOUTS: Registry[Layout] = Registry("branch layout")
+
+
+@LAYOUTS.register("light-every-stage")
+def light_every_stage(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """A light classifier after every stage but the last (the main head is after the last)."""
+    return [BranchSpec(fork=i, builder="light") for i in range(len(plan.stages) - 1)]
+
+
+@LAYOUTS.register("peers")
+def peers(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """``K - 1`` full copies of the backbone (K = ``arg``, default 2), each reading the input."""
+    try:
+        count = int(arg or 2)
+    except ValueError:
+        raise ValueError(f"peers:K takes the number of networks K, got {arg!r}") from None
+    if count < 2:
+        raise ValueError(f"peers:K needs K >= 2 networks, got {count}")
+    return [BranchSpec(fork="input", builder="peer") for _ in range(count - 1)]
+
+
+def layout_specs(name: str, plan: StagePlan) -> list[BranchSpec]:
+    """The specs of the named layout ``name`` (``NAME`` or ``NAME:ARG``) on ``plan``."""
+    base, _, arg = name.partition(":")
+    return LAYOUTS.get(base)(plan, arg)
+
+
+class _Whole(nn.Module):
+    """A copy of a whole backbone as a branch stage: input images in, logits out."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class PeerBranch(Branch):
+    """A full, independently initialised copy of the backbone (DML's peer): it reads the input, not a fork."""
+
+    def forward(self, x: Tensor, main_feats=None, offset=None, features: bool = False):
+        logits = self.stages[0](x)
+        if features:
+            raise ValueError("a peer branch (DML) gives logits only; its methods read no features")
+        return logits
+
+
+@BRANCH_BUILDERS.register("peer")
+def peer(plan: StagePlan, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+    """A fresh copy of the whole backbone, re-initialised (conv/BN as released, linear layers reset): a DML peer
+    shares no parameter with the main network."""
+    if spec.fork != "input":
+        raise ValueError(f"a peer branch reads the input: fork='input', got {spec.fork!r}")
+    clone = copy.deepcopy(net)
+    for module in clone.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    init_conv_bn(clone)
+    return PeerBranch([_Whole(clone)], nn.Identity())

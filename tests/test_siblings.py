@@ -1,0 +1,117 @@
+"""DHM's siblings as methods: each one's loss computed independently in float64 on fixed outputs (written from the
+papers' formulas, not from dhm's terms) and compared, where its gradients flow, and its branch layout on a
+backbone. Methods so far: dsn, dks, dml."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TINY_RUN
+
+import dhm
+from dhm.cli import main
+from dhm.config import load_config
+from dhm.engine.build import build_loss
+
+B, C = 6, 5
+
+
+def _heads(count: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [(2 * torch.randn(B, C, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(count)]
+
+
+def _kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """mean over the batch of KL(softmax(t/T) || softmax(s/T)), written out."""
+    p = torch.softmax(teacher / temperature, -1)
+    return (p * (torch.log(p) - torch.log_softmax(student / temperature, -1))).sum(-1).mean()
+
+
+def _loss(mode: str, count: int, overrides: tuple[str, ...] = (), progress: float = 0.0):
+    cfg = load_config("smoke", [f"loss.mode={mode}", *overrides])
+    names = ("main", *(f"head{k}" for k in range(1, count)))
+    loss_fn = build_loss(cfg, names).double()
+    loss_fn.set_progress(progress)
+    return loss_fn
+
+
+def test_dks_is_ce_on_every_head_plus_kl_over_all_ordered_pairs_at_t1_teacher_detached():
+    heads, y = _heads(3), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(1))
+    out = _loss("dks", 3)(heads, y)
+    ce = sum(F.cross_entropy(h, y) for h in heads)
+    kl = sum(_kl(heads[j].detach(), heads[k]) for j in range(3) for k in range(3) if j != k)
+    torch.testing.assert_close(out["loss"], ce + kl, rtol=1e-12, atol=1e-12)
+    # where gradients flow: with the teacher detached, a head's gradient comes from its CE and its student terms
+    # only; with loss.detach=false the teacher side gets its share too
+    for detach in (True, False):
+        loss = _loss("dks", 3, (f"loss.detach={str(detach).lower()}",))(heads, y)["loss"]
+        got = torch.autograd.grad(loss, heads)
+        teacher = (lambda h: h.detach()) if detach else (lambda h: h)
+        ref = ce + sum(_kl(teacher(heads[j]), heads[k]) for j in range(3) for k in range(3) if j != k)
+        want = torch.autograd.grad(ref, heads, retain_graph=True)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_dks_t2_and_temperature_switches():
+    heads, y = _heads(2, 2), torch.zeros(B, dtype=torch.long)
+    out = _loss("dks", 2, ("loss.temperature=3", "loss.t2=true"))(heads, y)
+    ce = sum(F.cross_entropy(h, y) for h in heads)
+    kl = _kl(heads[0].detach(), heads[1], 3.0) + _kl(heads[1].detach(), heads[0], 3.0)
+    torch.testing.assert_close(out["loss"], ce + 9.0 * kl, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("progress", [0.0, 1.5, 2.0, 2.5])
+def test_dsn_companion_weight_decays_linearly_and_stops(progress):
+    heads, y = _heads(3, 3), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(4))
+    overrides = ("train.epochs=4", "loss.aux_weight=0.5", "loss.aux_stop=2")
+    out = _loss("dsn", 3, overrides, progress)(heads, y)
+    weight = 0.5 * max(0.0, 1 - progress / 2) if progress < 2 else 0.0
+    expected = F.cross_entropy(heads[0], y) + weight * (F.cross_entropy(heads[1], y) + F.cross_entropy(heads[2], y))
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
+    assert out["aux_weight"].item() == pytest.approx(weight)
+
+
+def test_dsn_default_stop_is_the_end_of_the_run_and_needs_progress():
+    cfg = load_config("smoke", ["loss.mode=dsn", "train.epochs=8"])
+    assert cfg.loss.aux_stop == 8.0 and cfg.model.branches == "light-every-stage"
+    loss_fn = build_loss(cfg, ("main", "head1", "head2"))
+    with pytest.raises(RuntimeError, match="set_progress"):
+        loss_fn([torch.randn(2, C)] * 3, torch.zeros(2, dtype=torch.long))
+
+
+def test_dml_is_ce_plus_the_mean_kl_to_the_other_peers():
+    heads, y = _heads(3, 5), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(6))
+    out = _loss("dml", 3)(heads, y)
+    expected = sum(
+        F.cross_entropy(heads[k], y) + sum(_kl(heads[j].detach(), heads[k]) for j in range(3) if j != k) / 2
+        for k in range(3)
+    )
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dml_peers_share_no_parameter_and_strip_to_the_plain_network():
+    model = dhm.create_model("cifar_resnet20", num_classes=10, branches="peers:3")
+    main_ids = {id(p) for p in dhm.strip(model).parameters()}
+    for branch in model.branches.values():
+        assert not main_ids & {id(p) for p in branch.parameters()}
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))
+    grads = torch.autograd.grad(out.head1.sum(), list(dhm.strip(model).parameters()), allow_unused=True)
+    assert all(g is None for g in grads)  # a peer's output never reaches the main network's weights
+    deployed = sum(p.numel() for p in dhm.strip(model).parameters())
+    assert sum(p.numel() for p in model.parameters()) == 3 * deployed
+
+
+def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
+    model = dhm.create_model("cifar_resnet20", num_classes=10, branches="light-every-stage")
+    assert [s.fork for s in model.specs] == [0, 1] and {s.builder for s in model.specs} == {"light"}
+    with pytest.raises(ValueError, match="peers:K needs K >= 2"):
+        dhm.create_model("cifar_resnet20", branches="peers:1")
+
+
+@pytest.mark.parametrize("mode", ["dsn", "dks", "dml"])
+def test_each_sibling_trains_end_to_end(mode, tmp_path):
+    assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
+    assert (tmp_path / mode / "deploy.pt").is_file()

@@ -31,7 +31,7 @@ def _kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float = 1.0) 
 def _loss(mode: str, count: int, overrides: tuple[str, ...] = (), progress: float = 0.0):
     cfg = load_config("smoke", [f"loss.mode={mode}", *overrides])
     names = ("main", *(f"head{k}" for k in range(1, count)))
-    loss_fn = build_loss(cfg, names).double()
+    loss_fn = build_loss(cfg, names, num_classes=C, num_samples=10).double()
     loss_fn.set_progress(progress)
     return loss_fn
 
@@ -115,3 +115,70 @@ def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
 def test_each_sibling_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
     assert (tmp_path / mode / "deploy.pt").is_file()
+
+
+def test_cskd_is_anchor_ce_plus_t2_kl_from_the_detached_partner():
+    z = _heads(1, 7)[0]  # rows 0, 2, 4 anchors; 1, 3, 5 their partners
+    y = torch.tensor([0, 0, 3, 3, 1, 1])
+    out = _loss("cskd", 1, ("loss.self_weight=0.7",))([z], y)
+    anchors, partners = z[0::2], z[1::2]
+    expected = F.cross_entropy(anchors, y[0::2]) + 0.7 * 16.0 * _kl(partners.detach(), anchors, 4.0)
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(out["loss"], z)
+    assert grad[1::2].abs().sum() == 0 and grad[0::2].abs().sum() > 0  # partners get no gradient
+
+
+def test_class_pairs_sampler_pairs_each_anchor_with_another_image_of_its_class():
+    from dhm.data.samplers import build_sampler
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    sampler = build_sampler("class_pairs", labels)
+    assert sampler.steps(4) == 6 and sampler.group == 2
+    order = sampler.draw(6, 4, torch.Generator(), seed=3).view(-1, 2)
+    assert sorted(order[:, 0].tolist()) == list(range(12))  # every image an anchor once
+    assert (labels[order[:, 0]] == labels[order[:, 1]]).all() and (order[:, 0] != order[:, 1]).all()
+
+
+def test_pskd_targets_mix_last_epochs_predictions_with_a_rising_weight():
+    loss_fn = _loss("pskd", 1, ("train.epochs=4",))
+    term = loss_fn.terms[0]
+    term.memory = term.memory.half()  # .double() above converted the buffer; the run keeps float16
+    z1, z2 = _heads(2, 8)
+    y, index = torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(9)), torch.arange(2, 2 + B)
+    meta = {"index": index}
+    loss_fn.set_progress(0.5)  # epoch 0: alpha 0, plain CE; the predictions are remembered
+    torch.testing.assert_close(loss_fn([z1], y, meta)["loss"], F.cross_entropy(z1, y), rtol=1e-12, atol=1e-12)
+    remembered = term.memory[index].double()
+    torch.testing.assert_close(remembered, torch.softmax(z1.detach(), -1), rtol=1e-3, atol=1e-3)  # float16 memory
+    loss_fn.set_progress(2.0)  # epoch 2 of 4: alpha 0.8 * 2 / 4
+    soft = 0.6 * F.one_hot(y, C).double() + 0.4 * remembered
+    expected = -(soft * torch.log_softmax(z2, -1)).sum(-1).mean()
+    torch.testing.assert_close(loss_fn([z2], y, meta)["loss"], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_pskd_memory_is_in_the_checkpoint_and_a_resume_is_exact(tmp_path, monkeypatch, capsys):
+    from dhm.engine.trainer import Trainer
+
+    argv = ["train", "smoke", *TINY_RUN, "loss.mode=pskd", "train.epochs=2"]
+    assert main([*argv, f"train.out_dir={tmp_path / 'whole'}"]) == 0
+    original = Trainer.train_one_epoch
+
+    def stop_at_second(self, model, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, model, epoch)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", stop_at_second)
+    assert main([*argv, f"train.out_dir={tmp_path / 'cut'}"]) == 130
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    assert main([*argv, f"train.out_dir={tmp_path / 'cut'}", "train.resume=auto"]) == 0
+    whole, cut = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "cut"))
+    assert whole["loss"]["terms.0.memory"].abs().sum() > 0
+    torch.testing.assert_close(whole["loss"]["terms.0.memory"], cut["loss"]["terms.0.memory"], rtol=0, atol=0)
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(value, cut["model"][key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["cskd", "pskd"])
+def test_each_self_distillation_method_trains_end_to_end(mode, tmp_path):
+    assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0

@@ -149,6 +149,21 @@ _method(
 )
 
 
+_method(
+    "cskd",
+    lambda loss: [TermSpec("cskd", {"weight": loss.self_weight, "temperature": loss.temperature})],
+    "none",
+    lambda e: {"data.sampler": "class_pairs", "loss.temperature": 4.0},
+    "CS-KD (Yun et al. 2020): anchor + same-class partner per pair (data.sampler=class_pairs), CE + T^2 KL at T=4",
+)
+_method(
+    "pskd",
+    lambda loss: [TermSpec("pskd", {"alpha": loss.self_alpha})],
+    "none",
+    doc="PS-KD (Kim et al. 2021): targets mixed with last epoch's own predictions, weight rising linearly to 0.8",
+)
+
+
 def bot_terms(loss: Any, heads: str = "main", mimic: bool = False, embed: bool = False) -> list[TermSpec]:
     """The re-ID strong baseline (BoT) on ``heads``: identity cross-entropy (label smoothing) + batch-hard triplet
     (+ center loss with ``loss.center_weight > 0``); with ``mimic`` DHM's pairwise KL on the identity logits, with

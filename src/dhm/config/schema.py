@@ -42,6 +42,8 @@ class LossConfig:
     aux_weight: float = 1.0  # dsn: weight of the auxiliary heads' cross-entropy at the start
     aux_decay: str = "linear"  # dsn: linear (to 0 at loss.aux_stop) | none (constant until loss.aux_stop)
     aux_stop: float = 0.0  # dsn: epoch after which the auxiliary terms stop (0 = the end of the run)
+    self_weight: float = 1.0  # cskd: lambda of the class-wise KL term
+    self_alpha: float = 0.8  # pskd: the weight of last epoch's predictions in the targets at the last epoch
 
 
 @dataclass

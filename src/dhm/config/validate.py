@@ -29,6 +29,8 @@ RULES: dict[str, tuple[Check, ...]] = {
     "loss.center_weight": ((GE, 0, ">= 0 (0 = off)"),),
     "loss.center_lr": ((GT, 0, "> 0"),),
     "loss.aux_weight": ((GE, 0, ">= 0"),),
+    "loss.self_weight": ((GE, 0, ">= 0"),),
+    "loss.self_alpha": ((GE, 0, ">= 0"), (LE, 1, "<= 1")),
     "loss.aux_stop": ((GE, 0, ">= 0 (0 = the end of the run)"),),
     "data.val_size": ((GE, 0, ">= 0"),),
     "data.pad": ((GE, 0, ">= 0"),),

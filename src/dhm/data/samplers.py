@@ -12,6 +12,7 @@ pairs samples inside a group (batch-hard triplets) sees them whatever the proces
   by drawing with replacement), then fills batches with groups of P distinct identities picked at random among
   those with groups left; a new pass starts when fewer than P are left. An epoch has (groups of one pass) / P
   steps, the same every epoch.
+* ``class_pairs``: CS-KD's (anchor, partner) pairs of one class, interleaved; see :class:`ClassPairs`.
 """
 
 from __future__ import annotations
@@ -112,6 +113,39 @@ class IdentityOrder(Sampler):
             batches.append(torch.cat([pools[i].pop() for i in chosen]))
             alive = [i for i in alive if pools[i]]
         return batches
+
+
+@SAMPLERS.register("class_pairs")
+class ClassPairs(Sampler):
+    """CS-KD's order: every sample an anchor once per epoch (seeded random order), each followed by a partner drawn
+    at random among the other samples of its class; ``data.batch_size`` counts both (batch/2 anchors per step).
+    Pairs stay on one process (``group`` 2)."""
+
+    group = 2
+
+    def __init__(self, labels: Tensor, **_: object) -> None:
+        labels = labels.cpu()
+        self.labels = labels
+        self.members = {c: torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()}
+        lonely = [c for c, m in self.members.items() if len(m) < 2]
+        if lonely:
+            raise DataError(f"class_pairs needs two images of every class; class {lonely[0]} has one")
+
+    def steps(self, batch_size: int) -> int:
+        if batch_size % 2:
+            raise DataError(f"data.batch_size={batch_size} must be even: anchors and their partners")
+        return len(self.labels) // (batch_size // 2)
+
+    def draw(self, steps, batch_size, generator, seed):
+        g = torch.Generator().manual_seed(seed)
+        anchors = torch.randperm(len(self.labels), generator=g)[: steps * batch_size // 2]
+        partners = torch.empty_like(anchors)
+        for c, members in self.members.items():
+            where = torch.nonzero(self.labels[anchors] == c).flatten()
+            pick = torch.randint(len(members) - 1, (len(where),), generator=g)
+            own = torch.searchsorted(members, anchors[where])  # the anchor's place among its class
+            partners[where] = members[pick + (pick >= own).long()]  # any other member of the class
+        return torch.stack([anchors, partners], 1).flatten().to(generator.device)
 
 
 SAMPLERS.register("pk")(IdentityOrder)  # the name re-ID codebases give it (P identities x K images)

@@ -88,14 +88,18 @@ def method_needs(cfg: Config) -> set[str]:
 
 
 def build_loss(
-    cfg: Config, head_names: tuple[str, ...] | None, num_classes: int | None = None, dims: tuple[int, ...] = ()
+    cfg: Config,
+    head_names: tuple[str, ...] | None,
+    num_classes: int | None = None,
+    dims: tuple[int, ...] = (),
+    num_samples: int | None = None,
 ) -> Objective:
     """The objective of the run's method (``loss.mode``): its term specs as loss terms over ``head_names``; terms
-    with parameters of their own (center loss) are sized by ``num_classes`` and the heads' embedding sizes
-    ``dims``."""
+    with parameters or state of their own are sized by ``num_classes``, the heads' embedding sizes ``dims``, the
+    training split's ``num_samples`` (a per-sample memory) and ``train.epochs``."""
     try:
         specs = get_method(cfg.loss.mode).terms(cfg.loss)
-        sizes = {"num_classes": num_classes, "dims": dims}
+        sizes = {"num_classes": num_classes, "dims": dims, "num_samples": num_samples, "epochs": cfg.train.epochs}
         return Objective([make_term(spec, head_names, sizes) for spec in specs], head_names)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from None
@@ -112,7 +116,7 @@ def make_term(spec: TermSpec, head_names: tuple[str, ...] | None, sizes: dict[st
     for key, value in (sizes or {}).items():
         if key in wanted:
             if not value:
-                raise ValueError(f"the {spec.term} term needs the model's {key}, which this run does not know")
+                raise ValueError(f"the {spec.term} term needs the run's {key}, which this run does not know")
             options.setdefault(key, value)
     return cls(**options)
 

@@ -98,7 +98,8 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     heads = model.head_names if isinstance(model, DHMModel) else None
-    loss_fn = build_loss(cfg, heads, data.num_classes, head_dims(model)).to(dist.device)
+    samples = len(data.train.source) if hasattr(data.train, "source") else None
+    loss_fn = build_loss(cfg, heads, data.num_classes, head_dims(model), samples).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim)
     steps = steps_per_epoch(data.train, cfg.train.limit_batches)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)

@@ -1,6 +1,7 @@
-"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``, ``pair_dist``, ``center``), pair graphs
-(``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
-(:class:`MimicLoss`, :func:`mimic_loss`)."""
+"""Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``,
+``pair_dist``, ``center``, and the siblings' ``ce_aux``, ``cskd``, ``pskd``), pair graphs (``PAIR_GRAPHS``), the
+:class:`Objective` that sums a method's terms, and DHM's own loss for API users (:class:`MimicLoss`,
+:func:`mimic_loss`)."""
 
 from .aux import AuxCrossEntropy
 from .center import CenterLoss
@@ -8,9 +9,12 @@ from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
 from .mimic import MODES, MimicLoss, mimic_loss
 from .objective import Objective, head_names
+from .self_kd import ClassWiseKD, ProgressiveSelfKD
 from .terms import TERMS, CrossEntropy, PairKL, Term
 
 __all__ = [
+    "ClassWiseKD",
+    "ProgressiveSelfKD",
     "AuxCrossEntropy",
     "MODES",
     "PAIR_GRAPHS",

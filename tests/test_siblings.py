@@ -4,6 +4,8 @@ backbone. Methods so far: dsn, dks, dml."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,7 +113,7 @@ def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
         dhm.create_model("cifar_resnet20", branches="peers:1")
 
 
-@pytest.mark.parametrize("mode", ["dsn", "dks", "dml"])
+@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one"])
 def test_each_sibling_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
     assert (tmp_path / mode / "deploy.pt").is_file()
@@ -182,3 +184,36 @@ def test_pskd_memory_is_in_the_checkpoint_and_a_resume_is_exact(tmp_path, monkey
 @pytest.mark.parametrize("mode", ["cskd", "pskd"])
 def test_each_self_distillation_method_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
+
+
+def test_one_is_ce_on_every_branch_and_the_ensemble_plus_ramped_t2_kl_from_the_detached_ensemble():
+    heads, y = _heads(4, 10), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(11))
+    names = ("main", "head1", "head2", "gate")
+    cfg = load_config("smoke", ["loss.mode=one", "train.epochs=300"])
+    assert cfg.model.branches == "one:3" and cfg.loss.rampup_epochs == 80 and cfg.loss.temperature == 3
+    loss_fn = build_loss(cfg, names).double()
+    for epoch in (10.0, 100.0):
+        loss_fn.set_progress(epoch)
+        ramp = math.exp(-5 * (1 - epoch / 80) ** 2) if epoch < 80 else 1.0
+        ce = sum(F.cross_entropy(h, y) for h in heads)
+        kl = sum(_kl(heads[3].detach(), heads[k], 3.0) for k in range(3))
+        torch.testing.assert_close(loss_fn(heads, y)["loss"], ce + ramp * 9.0 * kl, rtol=1e-12, atol=1e-12)
+
+
+def test_ones_gate_learns_only_through_the_ensemble_ce_and_is_dropped_at_deployment():
+    model = dhm.create_model("cifar_resnet20", num_classes=C, branches="one:3").train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, C, (4,))
+    loss_fn = build_loss(load_config("smoke", ["loss.mode=one"]), model.head_names)
+    loss_fn.set_progress(100.0)
+    out = model(x)
+    assert out._fields == ("main", "head1", "head2", "gate")
+    gate_params = list(model.gate.parameters())
+    total = loss_fn(out, y)["loss"]
+    without_gate_ce = total - F.cross_entropy(out.gate, y)
+    grads = torch.autograd.grad(without_gate_ce, gate_params, allow_unused=True, retain_graph=True)
+    assert all(g is None or g.abs().max() == 0 for g in grads)  # the KL terms see the ensemble detached
+    grads = torch.autograd.grad(total, gate_params)
+    assert any(g.abs().max() > 0 for g in grads)
+    plain = dhm.strip(model)
+    assert not {id(p) for p in gate_params} & {id(p) for p in plain.parameters()}
+    torch.testing.assert_close(model.eval()(x), plain.eval()(x))

@@ -150,6 +150,18 @@ _method(
 
 
 _method(
+    "one",
+    lambda loss: pair_terms(loss, graph="gate-teaches"),
+    settings=lambda e: {
+        "model.branches": "one:3",
+        "loss.temperature": 3.0,
+        "loss.eps": 0.0,
+        "loss.rampup": "sigmoid",
+        "loss.rampup_epochs": e * 80 / 300,
+    },
+    doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
+)
+_method(
     "cskd",
     lambda loss: [TermSpec("cskd", {"weight": loss.self_weight, "temperature": loss.temperature})],
     "none",

@@ -3,7 +3,9 @@ name (``light-every-stage``, ``peers:K``) as well as ``paper``, ``none`` or a li
 
 * ``light-every-stage``: a light (DSN-style) classifier after every stage but the last (Lee et al., 2015);
 * ``peers:K``: K - 1 full copies of the backbone beside it, each from the input (DML, Zhang et al., 2018);
-  ``peers`` alone is ``peers:2``.
+  ``peers`` alone is ``peers:2``;
+* ``one:m``: the stages after the second-to-last stage boundary copied m - 1 times beside the main path, plus
+  ONE's gate over the m heads (Lan et al., 2018); ``one`` alone is ``one:3``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ def peers(plan: StagePlan, arg: str) -> list[BranchSpec]:
     if count < 2:
         raise ValueError(f"peers:K needs K >= 2 networks, got {count}")
     return [BranchSpec(fork="input", builder="peer") for _ in range(count - 1)]
+
+
+@LAYOUTS.register("one", gate=True)
+def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """``m - 1`` copies of the last stage(s) forking where ONE forks (before the last stage), gated."""
+    try:
+        count = int(arg or 3)
+    except ValueError:
+        raise ValueError(f"one:m takes the number of branches m, got {arg!r}") from None
+    if count < 2:
+        raise ValueError(f"one:m needs m >= 2 branches, got {count}")
+    if len(plan.stages) < 2:
+        raise ValueError("one:m forks before the last stage: the backbone needs two stages or more")
+    return [BranchSpec(fork=len(plan.stages) - 2) for _ in range(count - 1)]
+
+
+def layout_gate(name: str) -> bool:
+    """Whether the named layout adds ONE's gate."""
+    return bool(LAYOUTS.meta(name.partition(":")[0]).get("gate", False))
 
 
 def layout_specs(name: str, plan: StagePlan) -> list[BranchSpec]:

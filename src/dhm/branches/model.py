@@ -54,6 +54,7 @@ class DHMModel(nn.Module):
         dynamic_fork: bool = False,
         plan: StagePlan | None = None,
         features: bool = False,
+        gate: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -71,17 +72,35 @@ class DHMModel(nn.Module):
             branch.head = match_neck(backbone, branch.head)
         self.dynamic_fork = dynamic_fork
         self.features = features
+        # ONE's gate: the fork's pooled features -> linear -> BN -> ReLU -> softmax over the heads; its weighted sum
+        # of the heads' logits is one more output, the head named "gate" (dropped at deployment like the branches).
+        self.gate_fork = self.fork_stages[0] if gate and self.specs else None
+        self.gate = None
+        if self.gate_fork is not None:
+            if len(set(self.fork_stages)) != 1:
+                raise ValueError("a gated ensemble (ONE) needs every branch to fork at the same stage")
+            channels, count = self.plan.stages[self.gate_fork].channels, 1 + len(self.specs)
+            self.gate = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(channels, count),
+                nn.BatchNorm1d(count),
+                nn.ReLU(),
+                nn.Softmax(dim=1),
+            )
         # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never
         # pair logits with the wrong names.
         self.output_type = collections.namedtuple("DHMOutput", self.head_names)
         ref = next(backbone.parameters(), None)
         if ref is not None:  # branches follow the backbone's device and dtype
             self.branches.to(device=ref.device, dtype=ref.dtype)
+            if self.gate is not None:
+                self.gate.to(device=ref.device, dtype=ref.dtype)
 
     @property
     def head_names(self) -> tuple[str, ...]:
         """``("main", "head1", ...)``, in the order of the train-mode outputs."""
-        return ("main", *self.branches.keys())
+        return ("main", *self.branches.keys(), *(("gate",) if self.gate is not None else ()))
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...] | Tensor:
         if not self.training:
@@ -119,6 +138,11 @@ class DHMModel(nn.Module):
             logits.append(out[0] if features else out)
             if features:
                 pooled.append(out[1])
+        if self.gate is not None:
+            if features:
+                raise ValueError("a gated ensemble (ONE) gives logits only; its method reads no features")
+            weights = self.gate(fork_feats[self.gate_fork])  # (B, H)
+            logits.append(sum(weights[:, k : k + 1] * z for k, z in enumerate(logits)))
         if features:
             return HeadOutputs(self.output_type(*logits), self.output_type(*pooled))
         return self.output_type(*logits)
@@ -133,6 +157,7 @@ def attach_branches(
     input_size: int | None = None,
     plan: StagePlan | None = None,
     features: bool = False,
+    gate: bool = False,
 ) -> DHMModel:
     """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
@@ -148,6 +173,7 @@ def attach_branches(
         plan: a plan already made for this backbone by :func:`dhm.stage_plan` (then ``stages`` and ``input_size``
             are not used).
         features: the train-mode output also carries each head's pooled feature (``HeadOutputs``).
+        gate: add ONE's gate over the heads; its gated ensemble is one more output, the head ``gate``.
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
@@ -155,7 +181,7 @@ def attach_branches(
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
     plan = plan if plan is not None else stage_plan(backbone, stages, input_size)
-    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features)
+    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features, gate)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

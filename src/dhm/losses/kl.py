@@ -61,6 +61,20 @@ def all_pairs(names: Sequence[str]) -> Tensor:
     return 1.0 - torch.eye(len(names))
 
 
+@PAIR_GRAPHS.register("gate-teaches")
+def gate_teaches(names: Sequence[str]) -> Tensor:
+    """The gated ensemble (the head named ``gate``, ONE) teaches every other head, weight 1."""
+    if "gate" not in names:
+        raise ValueError(
+            f"the gate-teaches graph needs a head named 'gate' (model.branches=one:m); heads {list(names)}"
+        )
+    weights = torch.zeros(len(names), len(names))
+    row = list(names).index("gate")
+    weights[row] = 1.0
+    weights[row, row] = 0.0
+    return weights
+
+
 @PAIR_GRAPHS.register("main-teaches")
 def main_teaches(names: Sequence[str]) -> Tensor:
     """The main head teaches every branch (main -> head_k), weight 1."""

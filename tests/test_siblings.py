@@ -113,7 +113,7 @@ def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
         dhm.create_model("cifar_resnet20", branches="peers:1")
 
 
-@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one"])
+@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one", "byot"])
 def test_each_sibling_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
     assert (tmp_path / mode / "deploy.pt").is_file()
@@ -217,3 +217,35 @@ def test_ones_gate_learns_only_through_the_ensemble_ce_and_is_dropped_at_deploym
     plain = dhm.strip(model)
     assert not {id(p) for p in gate_params} & {id(p) for p in plain.parameters()}
     torch.testing.assert_close(model.eval()(x), plain.eval()(x))
+
+
+def test_byot_deepest_teaches_by_predictions_and_features():
+    from dhm.branches import HeadOutputs
+
+    heads, y = _heads(3, 12), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(13))
+    g = torch.Generator().manual_seed(14)
+    feats = [torch.randn(B, 8, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    names = ("main", "head1", "head2")
+    loss_fn = build_loss(load_config("smoke", ["loss.mode=byot"]), names).double()
+    out = loss_fn(HeadOutputs(tuple(heads), tuple(feats)), y)
+    alpha, t, lam = 0.3, 3.0, 0.03
+    expected = F.cross_entropy(heads[0], y)
+    for k in (1, 2):
+        expected = (
+            expected + (1 - alpha) * F.cross_entropy(heads[k], y) + alpha * t * t * _kl(heads[0].detach(), heads[k], t)
+        )
+        expected = expected + lam * torch.sqrt(((feats[k] - feats[0].detach()) ** 2).sum())
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
+    # the deepest head learns from its own CE only: neither the KL nor the hint reaches it
+    (g_main,) = torch.autograd.grad(out["loss"], heads[0], retain_graph=True)
+    torch.testing.assert_close(g_main, torch.autograd.grad(F.cross_entropy(heads[0], y), heads[0])[0])
+    assert torch.autograd.grad(out["loss"], feats[0], allow_unused=True)[0] is None  # detached everywhere
+
+
+def test_byot_layout_has_a_hinted_head_after_every_stage_but_the_last():
+    model = dhm.create_model("cifar_resnet20", num_classes=C, branches="byot", features=True).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.logits._fields == ("main", "head1", "head2")
+    assert all(f.shape == (2, 64) for f in out.features)  # A_i f_i has the deepest feature's size
+    replica = dhm.create_model("cifar_resnet20", num_classes=C, branches="byot:replicate")
+    assert {s.builder for s in replica.specs} == {"byot-replicate"}

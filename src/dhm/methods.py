@@ -162,6 +162,17 @@ _method(
     doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
 )
 _method(
+    "byot",
+    lambda loss: [
+        TermSpec(
+            "byot",
+            {"alpha": loss.alpha, "temperature": loss.temperature, "hint": loss.hint_weight, "t2": loss.t2},
+        )
+    ],
+    settings=lambda e: {"model.branches": "byot", "loss.alpha": 0.3, "loss.temperature": 3.0},
+    doc="BYOT (Zhang et al. 2019): a head after every stage, the deepest teaches: (1-a) CE + a T^2 KL + feature hint",
+)
+_method(
     "cskd",
     lambda loss: [TermSpec("cskd", {"weight": loss.self_weight, "temperature": loss.temperature})],
     "none",

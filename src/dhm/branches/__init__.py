@@ -1,6 +1,7 @@
 """Side branches: specs, stage plans, staged backbones, builders and the branched model."""
 
 from .builders import BRANCH_BUILDERS, Branch
+from .byot import HintBranch
 from .layouts import LAYOUTS, PeerBranch, layout_specs
 from .model import DHMModel, HeadOutputs, attach_branches, head_logits, strip, unwrap
 from .neck import BNNeck, add_neck, has_neck, head_dims
@@ -19,6 +20,7 @@ __all__ = [
     "BranchSpec",
     "DHMModel",
     "HeadOutputs",
+    "HintBranch",
     "SplitError",
     "Stage",
     "StagePlan",

@@ -4,6 +4,8 @@ name (``light-every-stage``, ``peers:K``) as well as ``paper``, ``none`` or a li
 * ``light-every-stage``: a light (DSN-style) classifier after every stage but the last (Lee et al., 2015);
 * ``peers:K``: K - 1 full copies of the backbone beside it, each from the input (DML, Zhang et al., 2018);
   ``peers`` alone is ``peers:2``;
+* ``byot``: BYOT's attention + separable-conv classifier after every stage but the last (``byot:replicate``: the
+  replicated stages instead), each with its hint map (:mod:`dhm.branches.byot`);
 * ``one:m``: the stages after the second-to-last stage boundary copied m - 1 times beside the main path, plus
   ONE's gate over the m heads (Lan et al., 2018); ``one`` alone is ``one:3``.
 """
@@ -41,6 +43,15 @@ def peers(plan: StagePlan, arg: str) -> list[BranchSpec]:
     if count < 2:
         raise ValueError(f"peers:K needs K >= 2 networks, got {count}")
     return [BranchSpec(fork="input", builder="peer") for _ in range(count - 1)]
+
+
+@LAYOUTS.register("byot")
+def byot(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """A BYOT classifier after every stage but the last (``byot:replicate``: replicated stages instead)."""
+    if arg not in ("", "replicate"):
+        raise ValueError(f"byot takes no option or 'replicate', got {arg!r}")
+    builder = "byot-replicate" if arg else "byot"
+    return [BranchSpec(fork=i, builder=builder) for i in range(len(plan.stages) - 1)]
 
 
 @LAYOUTS.register("one", gate=True)

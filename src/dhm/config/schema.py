@@ -44,6 +44,7 @@ class LossConfig:
     aux_stop: float = 0.0  # dsn: epoch after which the auxiliary terms stop (0 = the end of the run)
     self_weight: float = 1.0  # cskd: lambda of the class-wise KL term
     self_alpha: float = 0.8  # pskd: the weight of last epoch's predictions in the targets at the last epoch
+    hint_weight: float = 0.03  # byot: lambda of the feature hint (0 = off)
 
 
 @dataclass

@@ -30,6 +30,7 @@ RULES: dict[str, tuple[Check, ...]] = {
     "loss.center_lr": ((GT, 0, "> 0"),),
     "loss.aux_weight": ((GE, 0, ">= 0"),),
     "loss.self_weight": ((GE, 0, ">= 0"),),
+    "loss.hint_weight": ((GE, 0, ">= 0 (0 = off)"),),
     "loss.self_alpha": ((GE, 0, ">= 0"), (LE, 1, "<= 1")),
     "loss.aux_stop": ((GE, 0, ">= 0 (0 = the end of the run)"),),
     "data.val_size": ((GE, 0, ">= 0"),),

@@ -1,9 +1,10 @@
 """Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``,
-``pair_dist``, ``center``, and the siblings' ``ce_aux``, ``cskd``, ``pskd``), pair graphs (``PAIR_GRAPHS``), the
-:class:`Objective` that sums a method's terms, and DHM's own loss for API users (:class:`MimicLoss`,
-:func:`mimic_loss`)."""
+``pair_dist``, ``center``, and the siblings' ``ce_aux``, ``byot``, ``cskd``, ``pskd``), pair graphs
+(``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
+(:class:`MimicLoss`, :func:`mimic_loss`)."""
 
 from .aux import AuxCrossEntropy
+from .byot import SelfTeaching
 from .center import CenterLoss
 from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
@@ -13,6 +14,7 @@ from .self_kd import ClassWiseKD, ProgressiveSelfKD
 from .terms import TERMS, CrossEntropy, PairKL, Term
 
 __all__ = [
+    "SelfTeaching",
     "ClassWiseKD",
     "ProgressiveSelfKD",
     "AuxCrossEntropy",

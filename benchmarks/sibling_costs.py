@@ -1,0 +1,87 @@
+"""The cost columns of the siblings table: for each method, under the table's recipe and overrides, the
+parameters trained, the FLOPs per training image (one step's forward + loss + backward, counted by
+``torch.utils.flop_counter``, times the steps of an epoch, over the images it trains on) and the seconds of one training epoch, each also relative to ``ce``. Run it alone on
+an idle machine (the seconds are wall time):
+
+    python benchmarks/sibling_costs.py --data data/CIFAR-10-images --out benchmarks/results/cpu_sibling_costs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dhm.compare.modes import mode_overrides
+from dhm.config import load_config
+from dhm.engine import build_trainer
+
+MODES = "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,one,byot,cskd+data.batch_size=128,pskd"
+TABLE = [
+    "model.name=cifar_resnet20",
+    "data.train_subset=5000",
+    "data.augment=flip",
+    "data.batch_size=64",
+    "train.epochs=30",
+    "optim.schedule=cosine",
+    "optim.warmup_epochs=1",
+    "optim.weight_decay=5.0e-4",
+    "train.progress=false",
+]
+
+
+def measure(mode: str, data: str, out: Path, extra: list[str]) -> dict:
+    table = [f"data.root={data}", *TABLE, *extra]
+    base = load_config("cifar10-jpeg", table)
+    overrides = [*table, *mode_overrides(mode, base), f"train.out_dir={out / mode}"]
+    trainer = build_trainer(load_config("cifar10-jpeg", [*overrides, "train.overwrite=true"]))
+    trainer.open_run()
+    model, loss_fn = trainer.wrap(), trainer.loss_fn
+    params = sum(p.numel() for p in model.parameters())
+    batch = next(iter(trainer.parts.train))
+    loss_fn.set_progress(1.0)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(batch.x), batch.y, batch.meta)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    # per training image: a step's FLOPs times the epoch's steps over the images an epoch trains on (cskd's
+    # partners are extra work, not extra training images)
+    flops = counter.get_total_flops() * trainer.steps_per_epoch / len(trainer.parts.train.source)
+    start = time.perf_counter()
+    trainer.train_one_epoch(model, 0)
+    seconds = time.perf_counter() - start
+    trainer.lock.release()
+    return {"mode": mode, "parameters": params, "flops_per_image": flops, "seconds_per_epoch": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/CIFAR-10-images")
+    parser.add_argument("--modes", default=MODES)
+    parser.add_argument("--out", default="benchmarks/results/cpu_sibling_costs")
+    parser.add_argument("--work", default="runs/costs")
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides (a tiny check: data.train_subset=256)")
+    ns = parser.parse_args()
+    rows = [measure(m, ns.data, Path(ns.work), ns.extra) for m in ns.modes.split(",")]
+    ce = next(r for r in rows if r["mode"] == "ce")
+    lines = [
+        "| method | parameters at training | x ce | GFLOPs per training image | x ce | s per epoch | x ce |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['parameters'] / 1e6:.2f} M | {r['parameters'] / ce['parameters']:.2f} | "
+            f"{r['flops_per_image'] / 1e9:.3f} | {r['flops_per_image'] / ce['flops_per_image']:.2f} | "
+            f"{r['seconds_per_epoch']:.1f} | {r['seconds_per_epoch'] / ce['seconds_per_epoch']:.2f} |"
+        )
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    Path(ns.out + ".json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
+    Path(ns.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

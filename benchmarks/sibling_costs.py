@@ -1,7 +1,7 @@
 """The cost columns of the siblings table: for each method, under the table's recipe and overrides, the
 parameters trained, the FLOPs per training image (one step's forward + loss + backward, counted by
-``torch.utils.flop_counter``, times the steps of an epoch, over the images it trains on) and the seconds of one training epoch, each also relative to ``ce``. Run it alone on
-an idle machine (the seconds are wall time):
+``torch.utils.flop_counter``, times the steps of an epoch, over the images it trains on) and the seconds of one
+training epoch, each also relative to ``ce``. Run it alone on an idle machine (the seconds are wall time):
 
     python benchmarks/sibling_costs.py --data data/CIFAR-10-images --out benchmarks/results/cpu_sibling_costs
 """

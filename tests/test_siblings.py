@@ -1,6 +1,6 @@
 """DHM's siblings as methods: each one's loss computed independently in float64 on fixed outputs (written from the
 papers' formulas, not from dhm's terms) and compared, where its gradients flow, and its branch layout on a
-backbone. Methods so far: dsn, dks, dml."""
+backbone: dsn, dks, dml, one, okddip, byot, cskd, pskd."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
         dhm.create_model("cifar_resnet20", branches="peers:1")
 
 
-@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one", "byot"])
+@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one", "byot", "okddip"])
 def test_each_sibling_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
     assert (tmp_path / mode / "deploy.pt").is_file()
@@ -249,3 +249,41 @@ def test_byot_layout_has_a_hinted_head_after_every_stage_but_the_last():
     assert all(f.shape == (2, 64) for f in out.features)  # A_i f_i has the deepest feature's size
     replica = dhm.create_model("cifar_resnet20", num_classes=C, branches="byot:replicate")
     assert {s.builder for s in replica.specs} == {"byot-replicate"}
+
+
+def test_okddip_peers_learn_from_attention_mixed_targets_and_the_leader_from_their_mean():
+    from dhm.branches import HeadOutputs
+
+    heads, y = _heads(4, 15), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(16))
+    g = torch.Generator().manual_seed(17)
+    feats = tuple(torch.randn(B, 8, generator=g, dtype=torch.float64) for _ in range(4))
+    scores = torch.randn(B, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
+    names = ("main", "head1", "head2", "head3")
+    t = 3.0
+    for detach in (False, True):  # the authors' default: targets not detached
+        cfg = load_config("smoke", ["loss.mode=okddip", "train.epochs=300", f"loss.detach={str(detach).lower()}"])
+        loss_fn = build_loss(cfg, names).double()
+        loss_fn.set_progress(100.0)  # past the ramp-up (80 of 300 epochs): weight 1
+        alpha = scores.softmax(-1)
+        out = loss_fn(HeadOutputs(tuple(heads), feats, alpha), y)
+        p = [torch.softmax(h / t, -1) for h in heads]
+        sg = (lambda v: v.detach()) if detach else (lambda v: v)
+        kd = 0.0
+        for a in range(3):
+            mixed = sg(sum(alpha[:, a, b : b + 1] * p[b + 1] for b in range(3)))
+            kd = kd + (mixed * (mixed.log() - torch.log_softmax(heads[a + 1] / t, -1))).sum(-1).mean()
+        mean = sg((p[1] + p[2] + p[3]) / 3)
+        kd = kd + (mean * (mean.log() - torch.log_softmax(heads[0] / t, -1))).sum(-1).mean()
+        expected = sum(F.cross_entropy(h, y) for h in heads) + t * t * kd
+        torch.testing.assert_close(out["loss"], expected, rtol=1e-10, atol=1e-12)
+        (g_scores,) = torch.autograd.grad(out["loss"], scores, allow_unused=True)
+        # the attention learns only through undetached targets
+        assert (g_scores is None or g_scores.abs().max() == 0) if detach else g_scores.abs().max() > 0
+
+
+def test_okddip_layout_is_m_peers_beside_the_leader_with_attention():
+    model = dhm.create_model("cifar_resnet20", num_classes=C, branches="okddip:3", features=True).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.logits._fields == ("main", "head1", "head2", "head3") and out.attention.shape == (2, 3, 3)
+    attention_ids = {id(p) for p in model.attention.parameters()}
+    assert attention_ids and not attention_ids & {id(p) for p in dhm.strip(model).parameters()}

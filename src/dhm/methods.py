@@ -162,6 +162,29 @@ _method(
     doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
 )
 _method(
+    "okddip",
+    lambda loss: [
+        TermSpec(
+            "okddip",
+            {
+                "temperature": loss.temperature,
+                "detach": loss.detach,
+                "rampup_epochs": loss.rampup_epochs,
+                "rampup": loss.rampup,
+                "t2": loss.t2,
+            },
+        )
+    ],
+    settings=lambda e: {
+        "model.branches": "okddip:3",
+        "loss.temperature": 3.0,
+        "loss.detach": False,
+        "loss.rampup": "sigmoid",
+        "loss.rampup_epochs": e * 80 / 300,
+    },
+    doc="OKDDip (Chen et al. 2020): 3 peers learn from attention-mixed peer targets, the leader from the peer mean",
+)
+_method(
     "byot",
     lambda loss: [
         TermSpec(

@@ -7,7 +7,9 @@ name (``light-every-stage``, ``peers:K``) as well as ``paper``, ``none`` or a li
 * ``byot``: BYOT's attention + separable-conv classifier after every stage but the last (``byot:replicate``: the
   replicated stages instead), each with its hint map (:mod:`dhm.branches.byot`);
 * ``one:m``: the stages after the second-to-last stage boundary copied m - 1 times beside the main path, plus
-  ONE's gate over the m heads (Lan et al., 2018); ``one`` alone is ``one:3``.
+  ONE's gate over the m heads (Lan et al., 2018); ``one`` alone is ``one:3``;
+* ``okddip:m``: ONE's trunk with m peers (default 3) as branches and the main path as the leader, with attention
+  over the peers (Chen et al., 2020).
 """
 
 from __future__ import annotations
@@ -68,9 +70,26 @@ def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
     return [BranchSpec(fork=len(plan.stages) - 2) for _ in range(count - 1)]
 
 
+@LAYOUTS.register("okddip", attention=True)
+def okddip(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """``m`` peers (default 3) forking where ONE forks, with attention over them; the main path is the leader."""
+    try:
+        count = int(arg or 3)
+    except ValueError:
+        raise ValueError(f"okddip:m takes the number of peers m, got {arg!r}") from None
+    if count < 2:
+        raise ValueError(f"okddip:m needs m >= 2 peers, got {count}")
+    return one(plan, str(count + 1))
+
+
 def layout_gate(name: str) -> bool:
     """Whether the named layout adds ONE's gate."""
     return bool(LAYOUTS.meta(name.partition(":")[0]).get("gate", False))
+
+
+def layout_attention(name: str) -> bool:
+    """Whether the named layout adds OKDDip's peer attention."""
+    return bool(LAYOUTS.meta(name.partition(":")[0]).get("attention", False))
 
 
 def layout_specs(name: str, plan: StagePlan) -> list[BranchSpec]:

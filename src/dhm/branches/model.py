@@ -16,10 +16,12 @@ from .spec import BranchSpec
 
 
 class HeadOutputs(NamedTuple):
-    """A train-mode output with features: ``logits`` and ``features``, each a named tuple over the heads."""
+    """A train-mode output with features: ``logits`` and ``features``, each a named tuple over the heads, and for
+    OKDDip's peers their attention weights (B, m, m) over each other."""
 
     logits: tuple[Tensor, ...]
     features: tuple[Tensor, ...]
+    attention: Tensor | None = None
 
 
 def head_logits(outputs: object) -> tuple[Tensor, ...]:
@@ -55,6 +57,7 @@ class DHMModel(nn.Module):
         plan: StagePlan | None = None,
         features: bool = False,
         gate: bool = False,
+        attention: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -91,11 +94,18 @@ class DHMModel(nn.Module):
         # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never
         # pair logits with the wrong names.
         self.output_type = collections.namedtuple("DHMOutput", self.head_names)
+        # OKDDip's peer attention: shared query and key projections of the branches' pooled features.
+        self.attention = None
+        if attention and self.specs:
+            dim = self.plan.stages[-1].channels
+            self.attention = nn.ModuleDict({"query": nn.Linear(dim, dim), "key": nn.Linear(dim, dim)})
+            self.features = True
         ref = next(backbone.parameters(), None)
         if ref is not None:  # branches follow the backbone's device and dtype
             self.branches.to(device=ref.device, dtype=ref.dtype)
-            if self.gate is not None:
-                self.gate.to(device=ref.device, dtype=ref.dtype)
+            for extra in (self.gate, self.attention):
+                if extra is not None:
+                    extra.to(device=ref.device, dtype=ref.dtype)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -144,7 +154,12 @@ class DHMModel(nn.Module):
             weights = self.gate(fork_feats[self.gate_fork])  # (B, H)
             logits.append(sum(weights[:, k : k + 1] * z for k, z in enumerate(logits)))
         if features:
-            return HeadOutputs(self.output_type(*logits), self.output_type(*pooled))
+            weights = None
+            if self.attention is not None:  # (B, m, m): softmax over b of q_a . k_b, peers = the branches
+                peers = torch.stack(pooled[1:], 1)
+                scores = self.attention["query"](peers) @ self.attention["key"](peers).transpose(1, 2)
+                weights = scores.softmax(-1)
+            return HeadOutputs(self.output_type(*logits), self.output_type(*pooled), weights)
         return self.output_type(*logits)
 
 
@@ -158,6 +173,7 @@ def attach_branches(
     plan: StagePlan | None = None,
     features: bool = False,
     gate: bool = False,
+    attention: bool = False,
 ) -> DHMModel:
     """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
@@ -174,6 +190,7 @@ def attach_branches(
             are not used).
         features: the train-mode output also carries each head's pooled feature (``HeadOutputs``).
         gate: add ONE's gate over the heads; its gated ensemble is one more output, the head ``gate``.
+        attention: add OKDDip's attention over the branches (peers); the output carries its weights.
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
@@ -181,7 +198,7 @@ def attach_branches(
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
     plan = plan if plan is not None else stage_plan(backbone, stages, input_size)
-    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features, gate)
+    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features, gate, attention)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,5 +1,5 @@
 """Losses: registered terms over a model's named head outputs (``TERMS``: ``ce``, ``pair_kl``, ``triplet``,
-``pair_dist``, ``center``, and the siblings' ``ce_aux``, ``byot``, ``cskd``, ``pskd``), pair graphs
+``pair_dist``, ``center``, and the siblings' ``ce_aux``, ``byot``, ``okddip``, ``cskd``, ``pskd``), pair graphs
 (``PAIR_GRAPHS``), the :class:`Objective` that sums a method's terms, and DHM's own loss for API users
 (:class:`MimicLoss`, :func:`mimic_loss`)."""
 
@@ -10,10 +10,12 @@ from .embedding import BatchHardTriplet, PairDistance
 from .kl import PAIR_GRAPHS, graph_weights, pair_kl
 from .mimic import MODES, MimicLoss, mimic_loss
 from .objective import Objective, head_names
+from .okddip import DiversePeers
 from .self_kd import ClassWiseKD, ProgressiveSelfKD
 from .terms import TERMS, CrossEntropy, PairKL, Term
 
 __all__ = [
+    "DiversePeers",
     "SelfTeaching",
     "ClassWiseKD",
     "ProgressiveSelfKD",

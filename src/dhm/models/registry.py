@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..branches import LAYOUTS, BranchSpec, add_neck, attach_branches, layout_specs, stage_plan
-from ..branches.layouts import layout_gate
+from ..branches.layouts import layout_attention, layout_gate
 from ..registry import Registry
 from .hubs import HUBS, default_branches, split_name
 
@@ -49,7 +49,8 @@ def create_model(
             see ``dhm.models.hubs``).
         num_classes: classes of every head; default: the family's (100 for CIFAR models, 1000 for ImageNet).
         branches: ``"paper"`` (released layout), ``"none"`` (the plain backbone), a named layout of the sibling
-            methods (``"light-every-stage"``, ``"peers:K"``, ``"one:m"``; :mod:`dhm.branches.layouts`) or a list
+            methods (``"light-every-stage"``, ``"peers:K"``, ``"one:m"``, ``"okddip:m"``;
+            :mod:`dhm.branches.layouts`) or a list
             of branch specs.
         dynamic_fork: stochastic fork point in train mode (docs/method.md 4.2); static by default, as released.
         features: the train-mode output also carries every head's pooled feature (``dhm.HeadOutputs``); with
@@ -82,12 +83,15 @@ def create_model(
         return backbone
     plan = stage_plan(backbone)
     gate = named and layout_gate(str(branches))
+    attention = named and layout_attention(str(branches))
     if branches == "paper":
         branches = paper_branches(name) if hub is None else default_branches(plan)
     elif named:
         branches = layout_specs(str(branches), plan)
     specs = [] if branches == "none" else branches
-    return attach_branches(backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features, gate=gate)
+    return attach_branches(
+        backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features, gate=gate, attention=attention
+    )
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -20,7 +20,7 @@ from dhm.compare.modes import mode_overrides
 from dhm.config import load_config
 from dhm.engine import build_trainer
 
-MODES = "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,one,byot,cskd+data.batch_size=128,pskd"
+MODES = "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,one,okddip,byot,cskd+data.batch_size=128,pskd"
 TABLE = [
     "model.name=cifar_resnet20",
     "data.train_subset=5000",

@@ -173,11 +173,11 @@ def test_real_mnist_run(tmp_path):
         "mnist",
         f"data.root={SHARED_DATA / 'mnist'}",
         "train.epochs=1",
-        "train.limit_batches=80",
+        "train.limit_batches=50",
         "data.val_size=1000",
         "train.progress=false",
         f"train.out_dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["test_acc1"] > 90  # 80 steps of 128 real digits (measured: 95.3%)
+    assert summary["test_acc1"] > 85  # 50 steps of 128 real digits (measured: 89.0%; chance 10%)

@@ -103,7 +103,7 @@ def test_an_imported_checkpoint_predicts_with_the_authors_normalisation(authors,
 def test_killing_compare_kills_its_runs_and_a_rerun_resumes_them(tmp_path):
     root = tmp_path / "cmp"
     argv = [sys.executable, "-m", "dhm", "compare", "smoke", "--seeds", "2", "--jobs", "2", "--modes", "ce"]
-    argv += ["--out", str(root), *COMPARE_TINY, "train.epochs=40"]
+    argv += ["--out", str(root), *COMPARE_TINY, "train.epochs=12"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     parent = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     logs = [root / "ce" / f"seed{s}" / "train.log" for s in (0, 1)]

@@ -287,3 +287,21 @@ def test_okddip_layout_is_m_peers_beside_the_leader_with_attention():
     assert out.logits._fields == ("main", "head1", "head2", "head3") and out.attention.shape == (2, 3, 3)
     attention_ids = {id(p) for p in model.attention.parameters()}
     assert attention_ids and not attention_ids & {id(p) for p in dhm.strip(model).parameters()}
+
+
+def test_cskd_and_byot_switches():
+    z = _heads(1, 18)[0]
+    y = torch.tensor([0, 0, 3, 3, 1, 1])
+    out = _loss("cskd", 1, ("loss.t2=false", "loss.detach=false"))([z], y)
+    expected = F.cross_entropy(z[0::2], y[0::2]) + _kl(z[1::2], z[0::2], 4.0)  # no T^2; the partner not detached
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(out["loss"], z)
+    assert grad[1::2].abs().sum() > 0  # now the partners get a gradient
+    from dhm.branches import HeadOutputs
+
+    heads = _heads(2, 19)
+    feats = tuple(torch.randn(B, 4, dtype=torch.float64) for _ in range(2))
+    loss_fn = _loss("byot", 2, ("loss.detach=false", "loss.hint_weight=0"))
+    out = loss_fn(HeadOutputs(tuple(heads), feats), y)
+    (g_main,) = torch.autograd.grad(out["loss"], heads[0])
+    assert not torch.allclose(g_main, torch.autograd.grad(F.cross_entropy(heads[0], y), heads[0])[0])

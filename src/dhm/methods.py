@@ -189,7 +189,13 @@ _method(
     lambda loss: [
         TermSpec(
             "byot",
-            {"alpha": loss.alpha, "temperature": loss.temperature, "hint": loss.hint_weight, "t2": loss.t2},
+            {
+                "alpha": loss.alpha,
+                "temperature": loss.temperature,
+                "hint": loss.hint_weight,
+                "t2": loss.t2,
+                "detach": loss.detach,
+            },
         )
     ],
     settings=lambda e: {"model.branches": "byot", "loss.alpha": 0.3, "loss.temperature": 3.0},
@@ -197,7 +203,12 @@ _method(
 )
 _method(
     "cskd",
-    lambda loss: [TermSpec("cskd", {"weight": loss.self_weight, "temperature": loss.temperature})],
+    lambda loss: [
+        TermSpec(
+            "cskd",
+            {"weight": loss.self_weight, "temperature": loss.temperature, "t2": loss.t2, "detach": loss.detach},
+        )
+    ],
     "none",
     lambda e: {"data.sampler": "class_pairs", "loss.temperature": 4.0},
     "CS-KD (Yun et al. 2020): anchor + same-class partner per pair (data.sampler=class_pairs), CE + T^2 KL at T=4",

@@ -25,20 +25,22 @@ class SelfTeaching(Term):
 
     needs = ("features",)
 
-    def __init__(self, alpha: float = 0.3, temperature: float = 3.0, hint: float = 0.03, t2: bool = True) -> None:
+    def __init__(
+        self, alpha: float = 0.3, temperature: float = 3.0, hint: float = 0.03, t2: bool = True, detach: bool = True
+    ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"byot's alpha mixes CE and KL: it must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.alpha, self.temperature, self.hint, self.t2 = alpha, temperature, hint, t2
+        self.alpha, self.temperature, self.hint, self.t2, self.detach = alpha, temperature, hint, t2, detach
 
     def forward(self, heads, names, target, out, extra=None):
         feats = (extra or {}).get("features")
         zs = [fp32(z) for z in heads]
         t = self.temperature
-        teacher = F.softmax(zs[0].detach() / t, -1)
-        log_teacher = F.log_softmax(zs[0].detach() / t, -1)
+        deepest = zs[0].detach() if self.detach else zs[0]
+        teacher, log_teacher = F.softmax(deepest / t, -1), F.log_softmax(deepest / t, -1)
         total = F.cross_entropy(zs[0], target)
         out[f"ce/{names[0]}"] = total
         kd_sum, hint_sum = zs[0].new_zeros(()), zs[0].new_zeros(())
@@ -49,6 +51,7 @@ class SelfTeaching(Term):
             kd_sum = kd_sum + kd
             total = total + (1 - self.alpha) * ce + self.alpha * (t * t if self.t2 else 1.0) * kd
             if feats is not None and self.hint > 0:
-                hint_sum = hint_sum + torch.linalg.vector_norm(fp32(feats[k]) - fp32(feats[0]).detach())
+                goal = fp32(feats[0]).detach() if self.detach else fp32(feats[0])
+                hint_sum = hint_sum + torch.linalg.vector_norm(fp32(feats[k]) - goal)
         out["kd"], out["hint"] = kd_sum.detach(), hint_sum.detach()
         return total + self.hint * hint_sum

@@ -30,23 +30,24 @@ class ClassWiseKD(Term):
     """CS-KD on the main head of an interleaved (anchor, partner) batch. Logs ``ce/main`` (anchors) and
     ``cskd`` (the KL, before lambda T^2)."""
 
-    def __init__(self, weight: float = 1.0, temperature: float = 4.0) -> None:
+    def __init__(self, weight: float = 1.0, temperature: float = 4.0, t2: bool = True, detach: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.weight, self.temperature = weight, temperature
+        self.weight, self.temperature, self.t2, self.detach = weight, temperature, t2, detach
 
     def forward(self, heads, names, target, out, extra=None):
         z = fp32(heads[0])
         if z.shape[0] % 2:
             raise ValueError("cskd needs (anchor, partner) pairs: use data.sampler=class_pairs (an even batch)")
-        anchor, partner, y = z[0::2], z[1::2].detach(), target[0::2]
+        anchor, partner, y = z[0::2], z[1::2], target[0::2]
+        partner = partner.detach() if self.detach else partner
         ce = F.cross_entropy(anchor, y)
         t = self.temperature
         p_partner = F.softmax(partner / t, -1)
         kl = (p_partner * (F.log_softmax(partner / t, -1) - F.log_softmax(anchor / t, -1))).sum(-1).mean()
         out["ce/main"], out["cskd"] = ce, kl.detach()
-        return ce + self.weight * t * t * kl
+        return ce + self.weight * (t * t if self.t2 else 1.0) * kl
 
 
 @TERMS.register("pskd")

@@ -29,6 +29,17 @@ Layout = Callable[[StagePlan, str], list[BranchSpec]]
 LAYOUTS: Registry[Layout] = Registry("branch layout")
 
 
+def _count(arg: str, default: int, form: str, need: str) -> int:
+    """The count ``arg`` of a layout such as ``peers:K`` (``default`` when absent), at least 2."""
+    try:
+        count = int(arg or default)
+    except ValueError:
+        raise ValueError(f"{form} takes a count, got {arg!r}") from None
+    if count < 2:
+        raise ValueError(f"{form} needs {need}, got {count}")
+    return count
+
+
 @LAYOUTS.register("light-every-stage")
 def light_every_stage(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """A light classifier after every stage but the last (the main head is after the last)."""
@@ -38,12 +49,7 @@ def light_every_stage(plan: StagePlan, arg: str) -> list[BranchSpec]:
 @LAYOUTS.register("peers")
 def peers(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """``K - 1`` full copies of the backbone (K = ``arg``, default 2), each reading the input."""
-    try:
-        count = int(arg or 2)
-    except ValueError:
-        raise ValueError(f"peers:K takes the number of networks K, got {arg!r}") from None
-    if count < 2:
-        raise ValueError(f"peers:K needs K >= 2 networks, got {count}")
+    count = _count(arg, 2, "peers:K", "K >= 2 networks")
     return [BranchSpec(fork="input", builder="peer") for _ in range(count - 1)]
 
 
@@ -59,12 +65,7 @@ def byot(plan: StagePlan, arg: str) -> list[BranchSpec]:
 @LAYOUTS.register("one", gate=True)
 def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """``m - 1`` copies of the last stage(s) forking where ONE forks (before the last stage), gated."""
-    try:
-        count = int(arg or 3)
-    except ValueError:
-        raise ValueError(f"one:m takes the number of branches m, got {arg!r}") from None
-    if count < 2:
-        raise ValueError(f"one:m needs m >= 2 branches, got {count}")
+    count = _count(arg, 3, "one:m", "m >= 2 branches")
     if len(plan.stages) < 2:
         raise ValueError("one:m forks before the last stage: the backbone needs two stages or more")
     return [BranchSpec(fork=len(plan.stages) - 2) for _ in range(count - 1)]
@@ -73,13 +74,7 @@ def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
 @LAYOUTS.register("okddip", attention=True)
 def okddip(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """``m`` peers (default 3) forking where ONE forks, with attention over them; the main path is the leader."""
-    try:
-        count = int(arg or 3)
-    except ValueError:
-        raise ValueError(f"okddip:m takes the number of peers m, got {arg!r}") from None
-    if count < 2:
-        raise ValueError(f"okddip:m needs m >= 2 peers, got {count}")
-    return one(plan, str(count + 1))
+    return one(plan, str(_count(arg, 3, "okddip:m", "m >= 2 peers") + 1))
 
 
 def layout_gate(name: str) -> bool:

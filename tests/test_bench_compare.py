@@ -166,3 +166,36 @@ def test_one_seed_shows_no_spread():
 
     assert cell({"mean": 71.234, "std": 0.0, "n": 1}) == "71.23"  # not "71.23 +- 0.00"
     assert cell({"mean": 71.234, "std": 0.5, "n": 3}) == "71.23 +- 0.50"
+
+
+def test_compare_table_puts_every_head_in_its_column_and_compares_with_ls():
+    from dhm.compare.table import to_markdown as compare_markdown
+
+    def stat(*values):
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"mean": mean, "std": std, "n": len(values), "values": list(values)}
+
+    def row(acc, heads=None):
+        return {k: acc for k in ("test_best", "test_last", "val_best", "train_last")} | {
+            "wall_time_s": stat(1.0, 1.0),
+            "test_heads": heads or {},
+        }
+
+    rows = {
+        "ce": row(stat(68.0, 69.0)),
+        "ls": row(stat(67.0, 68.0)),
+        "dsl": row(
+            stat(68.0, 68.0), {"main": stat(68.0, 68.0), "head1": stat(69.0, 70.0), "ensemble": stat(71.0, 71.0)}
+        ),
+        "one": row(
+            stat(70.0, 71.0), {"main": stat(70.0, 71.0), "gate": stat(72.0, 72.0), "ensemble": stat(73.0, 73.0)}
+        ),
+    }
+    text = compare_markdown({"modes": rows})
+    heads = [line for line in text.splitlines() if line.startswith("| mode | main")][0]
+    assert heads == "| mode | main | head1 | gate | ensemble |"
+    assert "| one | 70.50 +- 0.71 | - | 72.00 +- 0.00 | 73.00 +- 0.00 |" in text
+    assert "| dsl | 68.00 +- 0.00 | 69.50 +- 0.71 | - | 71.00 +- 0.00 |" in text
+    assert "| mode | - ce | - ls | - dsl |" in text
+    assert "| one | +2.00 (+2.8 sd) | +3.00 (+4.2 sd) | +2.50 (+5.0 sd) |" in text

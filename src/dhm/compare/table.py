@@ -1,6 +1,6 @@
 """The comparison table: mean +- std over seeds of each mode's selected metric (the run's task names it) on the
 report split for the checkpoint chosen on validation and for the last epoch, every head, and the differences
-to ``ce`` and ``dsl`` in units of the pooled std."""
+to ``ce``, ``ls`` and ``dsl`` in points and in units of the pooled std."""
 
 from __future__ import annotations
 
@@ -102,15 +102,16 @@ def _progress(directory: Path) -> dict[str, Any]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    """The comparison table, plus each mode's difference to ``ce`` and ``dsl`` in units of the pooled std."""
+    """The comparison table, every head where modes have several, and each mode's difference to ``ce``, ``ls`` and
+    ``dsl`` in points and in units of the pooled std."""
     rows = result["modes"]
     first = next(iter(rows.values()), {})
     task = get_task(first.get("task", "classification"))
     what, unit = task.labels.get(first.get("metric", task.primary), (first.get("metric", task.primary), ""))
     report = first.get("report", task.report_splits[0])
     lines = [
-        f"| mode | n | {report} {what}, best-val ckpt{unit} | {report} {what}, last epoch{unit} | best val {what}{unit} "
-        f"| train {what}, last epoch{unit} | time/run (s) |",
+        f"| mode | n | {report} {what}, best-val ckpt{unit} | {report} {what}, last epoch{unit} "
+        f"| best val {what}{unit} | train {what}, last epoch{unit} | time/run (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for mode, r in rows.items():
@@ -122,33 +123,60 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines.append("")
     heads = [m for m, r in rows.items() if len(r.get("test_heads", {})) > 1]
     if heads:
+        columns = head_columns([rows[m]["test_heads"] for m in heads])
         lines += [
-            f"Every head and their ensemble ({report} {what} of the best-val checkpoint{unit}):",
+            f"Every head and their ensemble ({report} {what} of the best-val checkpoint{unit}; - where a method has no "
+            "such head):",
             "",
-            "| mode | " + " | ".join(rows[heads[0]]["test_heads"]) + " |",
-            "|---|" + "---|" * len(rows[heads[0]]["test_heads"]),
+            "| mode | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
         ]
         for mode in heads:
-            cells = [cell(s) for s in rows[mode]["test_heads"].values()]
-            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+            stats = rows[mode]["test_heads"]
+            lines.append(f"| {mode} | " + " | ".join(cell(stats[c]) if c in stats else "-" for c in columns) + " |")
         lines.append("")
     for name, p in result.get("unfinished", {}).items():
         lines.append(
             f"* unfinished: {name}, {p['epochs_done']} epochs done"
             + (f", validation {p['val']:.2f}" if p.get("val") is not None else "")
         )
-    for ref in ("ce", "dsl"):
-        if ref not in rows:
-            continue
-        for mode, r in rows.items():
-            if mode == ref:
-                continue
+    if lines[-1]:
+        lines.append("")
+    lines += _differences(rows, report)
+    return "\n".join(lines)
+
+
+def head_columns(heads: Sequence[dict[str, Any]]) -> list[str]:
+    """The union of several modes' head names: ``main`` first, ``ensemble`` last, the rest in order of appearance
+    (DSL's ``head1, head2``, ONE's ``gate``, ...), so every mode's cells fall in the right column."""
+    names = list(dict.fromkeys(name for h in heads for name in h))
+    return sorted(names, key=lambda n: (n != "main", n == "ensemble"))
+
+
+REFERENCES = ("ce", "ls", "dsl")  # plain training, label smoothing, deep supervision: what a method must beat
+
+
+def _differences(rows: dict[str, Any], report: str) -> list[str]:
+    """Each mode's difference to every reference in the table, in points and in units of the pooled std."""
+    refs = [r for r in REFERENCES if r in rows]
+    if not refs or len(rows) < 2:
+        return []
+    lines = [
+        f"Difference of the deployed head to {', '.join(refs)} ({report}, best-val checkpoint; points, and in units of "
+        "the pooled std where there are seeds to pool):",
+        "",
+        "| mode | " + " | ".join(f"- {r}" for r in refs) + " |",
+        "|---|" + "---|" * len(refs),
+    ]
+    for mode, r in rows.items():
+        cells = []
+        for ref in refs:
             a, b = r["test_best"], rows[ref]["test_best"]
             pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
             diff = a["mean"] - b["mean"]
-            spread = f" = {diff / pooled:+.1f} pooled std" if pooled > 0 else " (one seed: no spread to compare with)"
-            lines.append(f"* {mode} - {ref}: {diff:+.2f} points ({report}, best-val checkpoint){spread}")
-    return "\n".join(lines)
+            cells.append("" if mode == ref else f"{diff:+.2f}" + (f" ({diff / pooled:+.1f} sd)" if pooled > 0 else ""))
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _run_task(directory: Path) -> str:

@@ -191,11 +191,12 @@ def test_compare_table_puts_every_head_in_its_column_and_compares_with_ls():
         "one": row(
             stat(70.0, 71.0), {"main": stat(70.0, 71.0), "gate": stat(72.0, 72.0), "ensemble": stat(73.0, 73.0)}
         ),
+        "okddip": row(stat(70.0, 70.0), {"main": stat(70.0, 70.0), "head10": stat(1.0, 1.0), "head2": stat(2.0, 2.0)}),
     }
     text = compare_markdown({"modes": rows})
     heads = [line for line in text.splitlines() if line.startswith("| mode | main")][0]
-    assert heads == "| mode | main | head1 | gate | ensemble |"
-    assert "| one | 70.50 +- 0.71 | - | 72.00 +- 0.00 | 73.00 +- 0.00 |" in text
-    assert "| dsl | 68.00 +- 0.00 | 69.50 +- 0.71 | - | 71.00 +- 0.00 |" in text
+    assert heads == "| mode | main | head1 | head2 | head10 | gate | ensemble |"
+    assert "| one | 70.50 +- 0.71 | - | - | - | 72.00 +- 0.00 | 73.00 +- 0.00 |" in text
+    assert "| dsl | 68.00 +- 0.00 | 69.50 +- 0.71 | - | - | - | 71.00 +- 0.00 |" in text
     assert "| mode | - ce | - ls | - dsl |" in text
     assert "| one | +2.00 (+2.8 sd) | +3.00 (+4.2 sd) | +2.50 (+5.0 sd) |" in text

@@ -147,10 +147,17 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def head_columns(heads: Sequence[dict[str, Any]]) -> list[str]:
-    """The union of several modes' head names: ``main`` first, ``ensemble`` last, the rest in order of appearance
-    (DSL's ``head1, head2``, ONE's ``gate``, ...), so every mode's cells fall in the right column."""
-    names = list(dict.fromkeys(name for h in heads for name in h))
-    return sorted(names, key=lambda n: (n != "main", n == "ensemble"))
+    """The union of several modes' head names, so that every mode's cells fall in the right column: ``main``, the
+    branches ``head1, head2, ...`` by number, other heads in order of appearance (ONE's ``gate``), ``ensemble``."""
+
+    def rank(name: str) -> tuple[int, int]:
+        if name == "main":
+            return 0, 0
+        if name.startswith("head") and name[4:].isdigit():
+            return 1, int(name[4:])
+        return (3, 0) if name == "ensemble" else (2, 0)
+
+    return sorted(dict.fromkeys(name for h in heads for name in h), key=rank)
 
 
 REFERENCES = ("ce", "ls", "dsl")  # plain training, label smoothing, deep supervision: what a method must beat

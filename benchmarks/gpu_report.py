@@ -2,7 +2,7 @@
 accuracy runs from the measured epoch times, and the report (GPU.md, gpu.json, compare.png, logs.tgz).
 
     python3 benchmarks/gpu_report.py subset SRC DST TRAIN_PER_CLASS TEST_PER_CLASS
-    python3 benchmarks/gpu_report.py plan WORK BUDGET_S FIXED_EPOCHS JOBS
+    python3 benchmarks/gpu_report.py plan WORK BUDGET_S FIXED_EPOCHS JOBS MODES SEEDS
     python3 benchmarks/gpu_report.py report WORK OUT
 """
 
@@ -16,10 +16,9 @@ import tarfile
 from pathlib import Path
 
 PAPER_EPOCHS, PAPER_MILESTONES = 164, (81, 122)
-MIN_EPOCHS = 60
-MODES_WITH_BRANCHES, PLAIN_MODES = 3, 2  # dsl, dhm, dhm-rampup; ce, ls
-OVERLAP = 0.8  # assumed wall time of side-by-side runs relative to running them one after the other
-STARTUP_S = 60  # decoding and compilation in every accuracy process
+MIN_EPOCHS = 120  # the issue's floor: a shorter schedule is not the paper's budget
+PLAIN = frozenset({"ce", "ls"})  # the plain backbone; every other mode of the table trains the paper's branches
+STARTUP_S = 60  # decoding and CUDA-graph capture in every accuracy process
 ENGINE_RUNS = ("eager", "compiled", "graph", "graph-compiled")  # engine-<name> run folders of gpu.sh
 
 
@@ -63,34 +62,65 @@ def _speed_rows(work: Path) -> list[dict]:
     return rows
 
 
-def plan(work: str, budget_s: float, fixed_epochs: int, jobs: int) -> dict:
-    """Epochs for the accuracy runs: the paper's 164 if they fit ``budget_s``, else the most that fit (at least 60),
-    with the paper's milestones scaled (81/164 and 122/164 of the run). Written to WORK/plan.json."""
-    work = Path(work)
-    note = f"fixed at {fixed_epochs}"
-    epochs = fixed_epochs
-    if epochs <= 0:
-        runs = [_metrics(work / f"engine-{name}") for name in ("graph", "compiled", "eager")]  # the path used
-        epoch_s = next((r[-1]["time_s"] for r in runs if r), None)
-        speed = {
-            r["mode"]: r["ms_per_step"]
-            for r in _speed_rows(work)
-            if r["suite"] == "speed" and r["model"] == "cifar_resnet32"
-        }
-        plain_ratio = speed["ce"] / speed["dhm"] if {"ce", "dhm"} <= speed.keys() else 0.5
-        if epoch_s is None:
-            epochs, note = MIN_EPOCHS, "no measured epoch time: the minimum"
-        else:
-            serial = MODES_WITH_BRANCHES * epoch_s + PLAIN_MODES * epoch_s * plain_ratio
-            wall = serial * (OVERLAP if jobs >= MODES_WITH_BRANCHES + PLAIN_MODES else 1.0)
-            fit = math.floor((budget_s - STARTUP_S) / wall)
-            epochs = max(MIN_EPOCHS, min(PAPER_EPOCHS, fit))
-            note = (
-                f"measured DHM epoch {epoch_s:.2f} s (exclusive), plain/DHM step ratio {plain_ratio:.2f}, predicted "
-                f"{wall:.2f} s per epoch of all 5 modes side by side; {fit} epochs fit {budget_s:.0f} s"
-            )
+def _rates(work: Path, runs: int) -> tuple[float, float, int, str]:
+    """(branched-run epochs per second of the whole GPU, a plain epoch's cost in branched epochs, runs side by
+    side, where the figures come from) for ``runs`` runs: the probe's fastest level of at most ``runs`` runs (its
+    smallest level where all are larger), else one run at a time at the engine phase's measured epoch time."""
+    probe = work / "probe.json"
+    if probe.is_file():
+        levels = {int(n): v for n, v in json.loads(probe.read_text())["levels"].items()}
+        fitting = [n for n in levels if n <= runs] or [min(levels)]
+        n = max(fitting, key=lambda k: levels[k]["branched_epochs_per_s"])
+        level = levels[n]
+        rate, cost = level["branched_epochs_per_s"], level["plain_cost"]
+        return rate, cost, n, f"probe: {n} runs side by side train {rate:.3f} branched-run epochs/s"
+    runs_ = [_metrics(work / f"engine-{name}") for name in ("graph", "compiled", "eager")]  # the path used
+    epoch_s = next((r[-1]["time_s"] for r in runs_ if r), None)
+    if epoch_s is None:
+        return 0.0, 0.5, 1, "no probe and no measured epoch"
+    return 1.0 / epoch_s, 0.5, 1, f"no probe: one run at a time, a DHM epoch of {epoch_s:.2f} s"
+
+
+def plan(work: str, budget_s: float, fixed_epochs: int, jobs: int, modes: str, seeds: str) -> dict:
+    """The accuracy runs' schedule, written to WORK/plan.json: the paper's 164 epochs if every run (``modes`` x
+    ``seeds``) fits ``budget_s``, else the most that fit, at least MIN_EPOCHS, the same for all; where not even that
+    fits, as many whole seeds as do (at MIN_EPOCHS; the rest are named for a later run with ACC_EPOCHS fixed). Runs
+    side by side: the probe's fastest level (``jobs`` without a probe); milestones at 81/164 and 122/164."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from dhm.compare import seed_list
+
+    work, names, seeds_ = Path(work), modes.split(","), seed_list(seeds)
+    plain = sum(1 for m in names if m in PLAIN)
+    branched = len(names) - plain
+    shortest = fixed_epochs if fixed_epochs > 0 else MIN_EPOCHS
+    for k in range(len(seeds_), 0, -1):  # the most whole seeds that fit at the shortest allowed schedule
+        rate, cost, level, source = _rates(work, k * len(names))
+        if rate <= 0:  # nothing measured: every seed, and the time limit stops what does not fit
+            k, level, per_epoch_s = len(seeds_), jobs, math.inf
+            break
+        per_epoch_s = k * (branched + cost * plain) / rate
+        if STARTUP_S + shortest * per_epoch_s <= budget_s:
+            break
+    fit = math.floor((budget_s - STARTUP_S) / per_epoch_s) if per_epoch_s < math.inf else 0
+    epochs = fixed_epochs if fixed_epochs > 0 else max(MIN_EPOCHS, min(PAPER_EPOCHS, fit))
+    now, later = seeds_[:k], seeds_[k:]
+    note = (
+        f"{source}; {len(now) * len(names)} runs ({len(now)} seed(s) x {len(names)} modes) predicted at "
+        f"{per_epoch_s:.2f} s per epoch of all of them; {fit} epochs fit {budget_s:.0f} s"
+        + (f"; fixed at {fixed_epochs}" if fixed_epochs > 0 else "")
+        + (f"; seeds {later} do not fit: a later run with ACC_EPOCHS={epochs}" if later else "")
+    )
     milestones = [round(epochs * m / PAPER_EPOCHS) for m in PAPER_MILESTONES]
-    result = {"epochs": epochs, "milestones": milestones, "budget_s": budget_s, "jobs": jobs, "note": note}
+    result = {
+        "epochs": epochs,
+        "milestones": milestones,
+        "seeds": now,
+        "seeds_left": later,
+        "budget_s": budget_s,
+        "jobs": max(1, min(level if (work / "probe.json").is_file() else jobs, len(now) * len(names))),
+        "modes": names,
+        "note": note,
+    }
     (work / "plan.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return result
@@ -114,21 +144,26 @@ def report(work: str, out: str) -> None:
     )
     accuracy = work / "accuracy" / "compare.json"
     acc = json.loads(accuracy.read_text()) if accuracy.is_file() else None
-    plan_ = json.loads((work / "plan.json").read_text()) if (work / "plan.json").is_file() else None
+    plan_, probe, reid = (
+        json.loads((work / name).read_text()) if (work / name).is_file() else None
+        for name in ("plan.json", "probe.json", "reid-speed.json")
+    )
     lines = ["# GPU run of benchmarks/gpu.sh", "", "```", env.strip(), "```", ""]
 
     train_rows = [r for r in speed if r["suite"] == "speed"]
     if train_rows:
         lines += [
-            "## Training steps (synthetic data on the device, bf16 autocast, channels_last, eager)",
+            "## Training steps (synthetic data on the device, bf16 autocast, channels_last)",
             "",
-            "| model | batch | mode | images/s | ms/step | GFLOP/step | TFLOP/s | of dense bf16 peak | peak memory (MB) |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+            "| model | batch | mode | compiled | images/s | ms/step | GFLOP/step | TFLOP/s | of dense bf16 peak "
+            "| peak memory (MB) |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in train_rows:
             frac = r.get("peak_bf16_fraction")
             lines.append(
-                f"| {r['model']} | {r['batch']} | {r['mode']} | {_fmt(r['images_per_s'], 0)} | "
+                f"| {r['model']} | {r['batch']} | {r['mode']} | {r.get('compile', False)} | "
+                f"{_fmt(r['images_per_s'], 0)} | "
                 f"{_fmt(r['ms_per_step'], 2)} | {_fmt(r['gflops_per_step'])} | {_fmt(r.get('tflops'), 2)} | "
                 f"{'' if frac is None else f'{100 * frac:.1f}%'} | {_fmt(r.get('peak_memory_mb'), 0)} |"
             )
@@ -182,6 +217,20 @@ def report(work: str, out: str) -> None:
             )
         lines.append("")
 
+    if probe:
+        lines += [
+            f"## Runs side by side (benchmarks/gpu_probe.py, {probe['epochs']} epochs each)",
+            "",
+            "| runs at once | branched-run epochs/s of the GPU | a plain epoch costs | measured while all ran "
+            "| wall (s) |",
+            "|---:|---:|---:|---|---:|",
+        ]
+        for n, level in probe["levels"].items():
+            lines.append(
+                f"| {n} | {level['branched_epochs_per_s']:.3f} | {level['plain_cost']:.2f} | {level['overlap']} "
+                f"| {level['wall_s']:.0f} |"
+            )
+        lines.append("")
     if plan_:
         lines += [
             f"## Accuracy: {plan_['epochs']} epochs, lr steps at {plan_['milestones']}",
@@ -197,8 +246,28 @@ def report(work: str, out: str) -> None:
         png = work / "accuracy" / "compare.png"
         if png.is_file():
             shutil.copy(png, out / "compare.png")
+    if reid:
+        lines += [f"## Re-ID training steps ({reid['recipe']}, batch {reid['batch']}, synthetic identity batches)", ""]
+        lines += [
+            "| method | images/s | s per step | parameters trained (M) | cost vs first |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['method']} | {r['images_per_s']:,.0f} | {r['s_per_step']:.4f} | {r['params_trained_m']:.1f} "
+            f"| {r['cost_vs_first']:.2f}x |"
+            for r in reid["rows"]
+        ]
+        lines.append("")
     (out / "GPU.md").write_text("\n".join(lines) + "\n")
-    raw = {"env": env, "speed": speed, "pipeline": pipeline, "plan": plan_, "accuracy": acc}
+    raw = {
+        "env": env,
+        "speed": speed,
+        "pipeline": pipeline,
+        "probe": probe,
+        "plan": plan_,
+        "accuracy": acc,
+        "reid_speed": reid,
+    }
     (out / "gpu.json").write_text(json.dumps(raw, indent=1, default=str))
     with tarfile.open(out / "logs.tgz", "w:gz") as tar:
         for path in sorted(work.rglob("*")):
@@ -216,7 +285,7 @@ if __name__ == "__main__":
     if command == "subset":
         subset(args[0], args[1], int(args[2]), int(args[3]))
     elif command == "plan":
-        plan(args[0], float(args[1]), int(args[2]), int(args[3]))
+        plan(args[0], float(args[1]), int(args[2]), int(args[3]), args[4], args[5])
     elif command == "report":
         report(args[0], args[1])
     else:

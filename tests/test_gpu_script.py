@@ -37,17 +37,30 @@ def test_gpu_script_tiny_mode_reports_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "FAILED" not in first.stdout, first.stdout[-3000:]
     report = (tmp_path / "out" / "GPU.md").read_text()
-    for section in ("## Training steps", "## Inference", "## Training pipeline", "## Accuracy: 1 epochs"):
+    for section in (
+        "## Training steps",
+        "## Inference",
+        "## Training pipeline",
+        "## Runs side by side",
+        "## Accuracy: 1 epochs",
+        "## Re-ID training steps",
+    ):
         assert section in report
     raw = json.loads((tmp_path / "out" / "gpu.json").read_text())
     assert {r["model"] for r in raw["speed"]} == {"cifar_resnet20"}
-    assert {"ce", "ls", "dsl", "dhm", "dhm-rampup"} == set(raw["accuracy"]["modes"])
+    assert {"ce", "ls", "dsl", "dhm", "dhm-rampup", "dhm-gentle"} == set(raw["accuracy"]["modes"])
     assert not raw["accuracy"]["unfinished"] and len(raw["pipeline"]) == 2
+    # the probe ran its level side by side (a branched and a plain run) and the plan took its figures
+    level = raw["probe"]["levels"]["2"]
+    assert sorted(r["mode"] for r in level["runs"]) == ["ce", "dhm"] and level["branched_epochs_per_s"] > 0
+    assert raw["plan"]["seeds"] == [0] and raw["plan"]["note"].startswith("probe: 2 runs side by side")
+    assert [r["method"] for r in raw["reid_speed"]["rows"]] == ["bot", "bot-dhm"]
     assert (tmp_path / "out" / "compare.png").is_file() and (tmp_path / "out" / "logs.tgz").is_file()
     ls = json.loads((tmp_path / "work" / "accuracy" / "ls" / "seed0" / "summary.json").read_text())
     # the run names its method (ls: the plain model, label smoothing 0.1)
     assert ls["config"]["loss"]["label_smoothing"] == 0.1 and ls["config"]["loss"]["mode"] == "ls"
 
     second = _run(tmp_path / "out2", tmp_path / "work")
-    assert second.returncode == 0 and second.stdout.count("done before, skipped") == 4, second.stdout[-3000:]
+    # gpu-tests, speed, engine-eager, conventional, probe, speed-compiled, reid-speed
+    assert second.returncode == 0 and second.stdout.count("done before, skipped") == 7, second.stdout[-3000:]
     assert "done, skipped" in (tmp_path / "work" / "logs" / "accuracy.log").read_text()

@@ -50,3 +50,19 @@ def test_whole_seeds_when_not_even_120_epochs_of_all_fit(tmp_path):
 @pytest.mark.parametrize("fixed", [1, 130])
 def test_a_fixed_schedule_is_kept(tmp_path, fixed):
     assert _plan(tmp_path, 10_000, {5: 4.0}, fixed=fixed)["epochs"] == fixed
+
+
+def test_the_probe_counts_only_epochs_run_while_every_run_trained():
+    spec = importlib.util.spec_from_file_location("gpu_probe", BENCH / "gpu_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    a, b = Path("a"), Path("b")
+    # a starts at 0 with 10 s epochs alone, then 20 s epochs once b trains; b starts late (first epoch ends at 40)
+    seen = {
+        a: [(10.0, {"time_s": 10.0}), (30.0, {"time_s": 20.0}), (50.0, {"time_s": 20.0}), (70.0, {"time_s": 20.0})],
+        b: [(40.0, {"time_s": 25.0}), (65.0, {"time_s": 25.0}), (90.0, {"time_s": 25.0})],
+    }
+    rates, overlap = probe._shared_rates(seen)  # window: 40 (b's first epoch end) to 70 (a's last)
+    assert overlap and rates[a] == pytest.approx(1 / 20) and rates[b] == pytest.approx(1 / 25)
+    short = {a: [(10.0, {"time_s": 10.0})], b: [(40.0, {"time_s": 30.0})]}  # no epoch inside: last epochs, flagged
+    assert probe._shared_rates(short) == ({a: 1 / 10, b: 1 / 30}, False)

@@ -35,6 +35,9 @@ def test_ddp_step_equals_single_process_on_the_same_global_batch(tmp_path):
     reduction order differs (measured: 1.3e-7 after one step)."""
     args = [*COMMON, "train.epochs=1", "train.limit_batches=1", "train.deterministic=true"]
     ddp = dhm("train", *args, f"train.out_dir={tmp_path / 'ddp'}", torchrun=2)
+    if ddp.returncode != 0 and "SIGABRT" in ddp.stderr:  # seen once in CI (2026-12-04), a rank aborted in gloo
+        print(f"a rank aborted (SIGABRT), rerunning once:\n{ddp.stderr[-3000:]}")  # kept in the test's output
+        ddp = dhm("train", *args, f"train.out_dir={tmp_path / 'ddp'}", "train.overwrite=true", torchrun=2)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     single = dhm("train", *args, "train.accum_steps=2", f"train.out_dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr
@@ -49,6 +52,9 @@ def test_ddp_training_matches_single_process_validation_accuracy(tmp_path):
     cores: 100.00 (2 processes) vs 99.61-100.00 (1 process)."""
     args = [*COMMON, "train.epochs=8"]
     ddp = dhm("train", *args, f"train.out_dir={tmp_path / 'ddp'}", torchrun=2)
+    if ddp.returncode != 0 and "SIGABRT" in ddp.stderr:  # seen once in CI (2026-12-04), a rank aborted in gloo
+        print(f"a rank aborted (SIGABRT), rerunning once:\n{ddp.stderr[-3000:]}")  # kept in the test's output
+        ddp = dhm("train", *args, f"train.out_dir={tmp_path / 'ddp'}", "train.overwrite=true", torchrun=2)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert ddp.stdout.strip().splitlines()[-1] == str(tmp_path / "ddp")  # rank 0 alone prints the run directory
     single = dhm("train", *args, f"train.out_dir={tmp_path / 'single'}")

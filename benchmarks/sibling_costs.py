@@ -1,7 +1,8 @@
 """The cost columns of the siblings table: for each method, under the table's recipe and overrides, the
-parameters trained, the FLOPs per training image (one step's forward + loss + backward, counted by
-``torch.utils.flop_counter``, times the steps of an epoch, over the images it trains on) and the seconds of one
-training epoch, each also relative to ``ce``. Run it alone on an idle machine (the seconds are wall time):
+parameters trained, the FLOPs per training image (one step of the engine: forward, loss, backward and update,
+counted by ``torch.utils.flop_counter``, times the steps of an epoch, over the images it trains on) and the
+seconds of one training epoch, each also relative to ``ce``. Run it alone on an idle machine (the seconds are
+wall time):
 
     python benchmarks/sibling_costs.py --data data/CIFAR-10-images --out benchmarks/results/cpu_sibling_costs
 """
@@ -44,9 +45,8 @@ def measure(mode: str, data: str, out: Path, extra: list[str]) -> dict:
     params = sum(p.numel() for p in model.parameters())
     batch = next(iter(trainer.parts.train))
     loss_fn.set_progress(1.0)
-    with FlopCounterMode(display=False) as counter:
-        loss_fn(model(batch.x), batch.y, batch.meta)["loss"].backward()
-    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:  # the engine's own step (DML's alternating one re-runs a peer)
+        trainer.step_for(model)(batch.x, batch.y, meta=batch.meta)
     # per training image: a step's FLOPs times the epoch's steps over the images an epoch trains on (cskd's
     # partners are extra work, not extra training images)
     flops = counter.get_total_flops() * trainer.steps_per_epoch / len(trainer.parts.train.source)

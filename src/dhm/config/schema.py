@@ -45,6 +45,7 @@ class LossConfig:
     self_weight: float = 1.0  # cskd: lambda of the class-wise KL term
     self_alpha: float = 0.8  # pskd: the weight of last epoch's predictions in the targets at the last epoch
     hint_weight: float = 0.03  # byot: lambda of the feature hint (0 = off)
+    peer_update: str = "joint"  # dml: joint (all peers in one step) | alternating (one after another, the paper)
 
 
 @dataclass

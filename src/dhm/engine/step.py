@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .precision import autocast
 
 StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, the task's step counters)
@@ -144,6 +145,12 @@ class GraphStep(EagerStep):
         return out
 
 
-def make_step(cuda_graph: bool, *args, **kwargs) -> EagerStep:
-    """The step object of a run: ``GraphStep`` with ``train.cuda_graph``, else ``EagerStep``."""
-    return (GraphStep if cuda_graph else EagerStep)(*args, **kwargs)
+STEPS: Registry[type[EagerStep]] = Registry("training step")
+STEPS.register("eager")(EagerStep)
+STEPS.register("graph")(GraphStep)  # train.cuda_graph; dhm.engine.alternating registers "alternating"
+
+
+def make_step(kind: str, *args, **kwargs) -> EagerStep:
+    """The step object of a run: ``kind`` is ``eager``, ``graph`` (``train.cuda_graph``) or ``alternating``
+    (``loss.peer_update=alternating``, DML's peer-by-peer update)."""
+    return STEPS.get(kind)(*args, **kwargs)

@@ -16,6 +16,7 @@ from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
 from ..tasks import Task
 from . import dist as D
+from .alternating import check_alternating, step_kind
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
@@ -51,6 +52,13 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
         total = self.steps_per_epoch * cfg.train.epochs
         mode, why = auto_compile(runtime.compile_mode, total, runtime.dist.device, runtime.amp)
+        check_alternating(
+            cfg.loss.peer_update, self.model, self.dist.distributed, cfg.train.accum_steps, runtime.cuda_graph
+        )
+        if cfg.loss.peer_update == "alternating" and mode is not None:  # its step runs the peers one by one
+            if runtime.compile_mode != "auto":
+                raise ConfigError("loss.peer_update=alternating runs eagerly: set train.compile=false")
+            mode, why = None, ""
         if mode != runtime.compile_mode:
             self.runtime = runtime = dataclasses.replace(runtime, compile_mode=mode)
         if why and runtime.dist.is_main:
@@ -121,7 +129,7 @@ class Trainer:
         if self.step is None or self.step.model is not model:
             r, train = self.runtime, self.cfg.train
             self.step = make_step(
-                r.cuda_graph,
+                step_kind(self.cfg.loss.peer_update, r.cuda_graph),
                 model,
                 self.loss_fn,
                 self.optimizer,

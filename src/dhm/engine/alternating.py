@@ -1,0 +1,104 @@
+"""DML's alternating update (Zhang et al. 2018, Algorithm 1), ``loss.peer_update=alternating``: the peers of a
+``model.branches=peers:K`` model take their optimizer steps one after another, each against the predictions of the
+peers as they are after the updates already made in this step.
+
+The joint update (the default) sums every peer's loss and moves all peers in one optimizer step from one forward
+pass. The alternating step runs one forward of every peer, then for k = 0, 1, ..., K-1: peer k's loss (its
+cross-entropy and its mimicking terms; every other head is a detached target), its backward and an optimizer step
+that moves peer k alone (the other peers have no gradient, so SGD leaves them, their momentum and their weight
+decay untouched). Before peer k's turn, the peer updated just before it is run again on the same batch, without
+gradient, so that peer k learns from its updated predictions; that re-run leaves its BatchNorm statistics as they
+were (every peer's statistics see the batch once per step, as in the joint update). Peer k's own prediction comes
+from the step's first forward: its weights have not moved yet. The loss components and counters reported are those
+of the first forward, as in the joint step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..branches import DHMModel, unwrap
+from ..errors import ConfigError
+from .precision import autocast
+from .step import STEPS, EagerStep, Meta, StepOutput
+
+UPDATES = ("joint", "alternating")
+
+
+def peer_networks(model: nn.Module) -> list[nn.Module] | None:
+    """The K peers of a DML model, the main network first (each maps images to logits), or None when ``model`` is
+    not a model of peers only (``model.branches=peers:K``)."""
+    inner = unwrap(model)
+    if not isinstance(inner, DHMModel) or not inner.specs or inner.gate is not None or inner.attention is not None:
+        return None
+    if any(fork != -1 for fork in inner.fork_stages) or inner.dynamic_fork or inner.features:
+        return None
+    return [inner.backbone, *inner.branches.values()]
+
+
+def check_alternating(update: str, model: nn.Module, distributed: bool, accum: int, cuda_graph: bool) -> None:
+    """ConfigError unless ``loss.peer_update`` is known and, when alternating, the run can step peer by peer."""
+    if update not in UPDATES:
+        raise ConfigError(f"loss.peer_update is one of {', '.join(UPDATES)}, got {update!r}")
+    if update == "joint":
+        return
+    if peer_networks(model) is None:
+        raise ConfigError(
+            "loss.peer_update=alternating steps whole networks one after another: it needs a model of peers "
+            "(model.branches=peers:K, as loss.mode=dml sets)"
+        )
+    if distributed or accum != 1 or cuda_graph:
+        raise ConfigError(
+            "loss.peer_update=alternating runs in one process with train.accum_steps=1 and no train.cuda_graph"
+        )
+
+
+def step_kind(update: str, cuda_graph: bool) -> str:
+    """The training step's kind (:data:`dhm.engine.step.STEPS`) for ``loss.peer_update`` and ``train.cuda_graph``."""
+    return "alternating" if update == "alternating" else "graph" if cuda_graph else "eager"
+
+
+@STEPS.register("alternating")
+class AlternatingStep(EagerStep):
+    """One step of DML's alternating update (module docstring): K backward passes and K optimizer steps, one per
+    peer, from one forward of every peer plus K - 1 re-runs of an updated peer without gradient."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        peers = peer_networks(self.model)
+        if peers is None:
+            raise ConfigError("loss.peer_update=alternating needs a model of peers (model.branches=peers:K)")
+        self.peers = peers
+        self.output_type = unwrap(self.model).output_type
+
+    def __call__(self, x: Tensor, y: Tensor, last_micro: bool = True, meta: Meta | None = None) -> StepOutput:
+        meta = meta or {}
+        with autocast(self.device, self.amp):
+            logits = [peer(x) for peer in self.peers]
+        counts = self.counters(self.output_type(*logits), y) if self.counters is not None else None
+        values = None
+        for k in range(len(self.peers)):
+            if k > 0:
+                logits[k - 1] = self._rerun(self.peers[k - 1], x)
+            view = self.output_type(*[z if i == k else z.detach() for i, z in enumerate(logits)])
+            with autocast(self.device, self.amp):
+                losses = self.loss_fn(view, y, meta)
+            if values is None:
+                self.keys = list(losses)
+                values = torch.stack([v.detach().float() for v in losses.values()])
+            self.scaler.scale(losses["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return values, counts if counts is not None else values.new_zeros(0)
+
+    def _rerun(self, peer: nn.Module, x: Tensor) -> Tensor:
+        """``peer``'s logits on ``x`` in train mode, without gradient, its buffers (BatchNorm statistics) kept."""
+        saved = [buffer.clone() for buffer in peer.buffers()]
+        with torch.no_grad(), autocast(self.device, self.amp):
+            logits = peer(x)
+        with torch.no_grad():
+            for buffer, value in zip(peer.buffers(), saved):
+                buffer.copy_(value)
+        return logits

@@ -17,6 +17,7 @@ from .branches import (
     stage_plan,
     strip,
 )
+from .branches.deploy import GatedEnsemble, deployable
 from .data import SAMPLERS, Batch
 from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
@@ -34,6 +35,7 @@ __all__ = [
     "Batch",
     "BranchSpec",
     "DHMModel",
+    "GatedEnsemble",
     "HeadOutputs",
     "Method",
     "MimicLoss",
@@ -45,6 +47,7 @@ __all__ = [
     "__version__",
     "attach_branches",
     "create_model",
+    "deployable",
     "evaluate_checkpoint",
     "fit",
     "list_models",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .branches.deploy import DEPLOYS, deployable
 from .errors import CheckpointError, first_line
 from .files import load_state
 from .models import MODELS, create_model
@@ -67,6 +68,11 @@ def check_spec(spec: Any, where: str) -> dict[str, Any]:
     kwargs = spec["kwargs"]
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise _fail(where, "model kwargs", "must be a mapping of option names")
+    head = spec.get("head", "main")
+    if not isinstance(head, str) or head not in DEPLOYS:
+        raise _fail(where, "deployed head", f"must be one of {', '.join(DEPLOYS)}, got {_short(head)}")
+    if head != "main" and not isinstance(spec.get("branches"), str):
+        raise _fail(where, "branches", f"must name the branch layout of the deployed {head}")
     hub = split_name(spec["name"])
     if hub is None and spec["name"] in MODELS:
         params = inspect.signature(MODELS.get(spec["name"])).parameters
@@ -146,11 +152,15 @@ def rebuild(spec: Mapping[str, Any], state: dict[str, torch.Tensor], what: str) 
     spec = check_spec(spec, what)
     state = check_state(state, what)
 
+    head = spec.get("head", "main")
+
     def build() -> nn.Module:
         kwargs = dict(spec["kwargs"])
-        return create_model(
-            spec["name"], num_classes=spec["num_classes"], branches="none", in_channels=spec["in_channels"], **kwargs
+        branches = spec["branches"] if head != "main" else "none"
+        model = create_model(
+            spec["name"], num_classes=spec["num_classes"], branches=branches, in_channels=spec["in_channels"], **kwargs
         )
+        return deployable(model, head)
 
     try:
         with torch.device("meta"):

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from .branches.deploy import deployed_weights
 from .deploy_meta import check_info, check_spec, parse_json, rebuild
 from .errors import CheckpointError, DHMError, first_line
 from .files import DEPLOY_FORMAT, FORMAT, load_file
@@ -63,10 +64,7 @@ def _from_dict(obj: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, An
         model = rebuild(spec, obj["state_dict"], what)
     else:
         weights = obj["model"] if isinstance(obj["model"], dict) else {}
-        prefix = "backbone."
-        model = rebuild(
-            spec, {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)} or weights, what
-        )
+        model = rebuild(spec, deployed_weights(weights, spec.get("head", "main")), what)
     return model, deploy_payload(model, spec, info)
 
 

@@ -18,6 +18,7 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # any other family keyword
     neck: str = "none"  # none | bnneck (re-ID: BatchNorm1d + bias-free classifier per head, eval returns embeddings)
     last_stride: int | None = None  # 1 keeps the ResNets' last stage at the previous resolution (re-ID); None = 2
+    deploy: str = "main"  # what deploy.pt holds: main (the plain backbone) | gate (one: the gated ensemble)
     pretrained: str = ""  # a local torchvision/timm state_dict file loaded into the backbone (never downloaded)
 
 

@@ -36,7 +36,10 @@ def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any
         kwargs["last_stride"] = cfg.model.last_stride
     if cfg.model.neck != "none":
         kwargs["neck"] = cfg.model.neck
-    return {"name": cfg.model.name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
+    spec = {"name": cfg.model.name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
+    if cfg.model.deploy != "main":  # a deployed network with branches (ONE's gated ensemble): how to rebuild them
+        spec.update(head=cfg.model.deploy, branches=cfg.model.branches)
+    return spec
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any = None) -> nn.Module:

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..branches import strip, unwrap
+from ..branches import unwrap
+from ..branches.deploy import deployable
 from ..deployed import deploy_payload
 from ..version import __version__
 from . import dist as D
@@ -84,7 +85,8 @@ def finish_run(
             "config": config,
             "input_size": meta.input_size,
         }
-        save_atomic(deploy_payload(strip(unwrap(parts.model)), meta.model_spec, info), run_dir / "deploy.pt")
+        deployed = deployable(unwrap(parts.model), (meta.model_spec or {}).get("head", "main"))
+        save_atomic(deploy_payload(deployed, meta.model_spec, info), run_dir / "deploy.pt")
         plot_history(state.history, run_dir, task.panels)
         if reports[first] is not None or val_best:
             print(task.summary_table(list(parts.head_names), val_best, best[first], last[first]), flush=True)

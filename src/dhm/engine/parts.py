@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..branches import DHMModel, head_dims
+from ..branches.deploy import deployable
 from ..config import Config
 from ..data.sizes import image_hw
 from ..errors import ConfigError
@@ -95,6 +96,10 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     data = build_data(cfg, dist, channels_last, task)
     in_channels = cfg.model.in_channels or data.bundle.channels
     model = build_model(cfg, data.num_classes, in_channels).to(dist.device)
+    try:  # what deploy.pt will hold, refused now rather than after training
+        deployable(model, cfg.model.deploy)
+    except (ValueError, RegistryError) as exc:
+        raise ConfigError(f"model.deploy={cfg.model.deploy}: {exc}") from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     heads = model.head_names if isinstance(model, DHMModel) else None

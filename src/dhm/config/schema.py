@@ -40,12 +40,13 @@ class LossConfig:
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
     t2: bool = True  # scale the mimicking term by T^2 (DHM, ONE, BYOT); dks and dml set false
     detach: bool = True  # the teacher side of every mimicking pair gets no gradient
-    aux_weight: float = 1.0  # dsn: weight of the auxiliary heads' cross-entropy at the start
+    aux_weight: float | list[float] = 1.0  # dsn: weight of the auxiliary heads' CE at the start (or one per head)
     aux_decay: str = "linear"  # dsn: linear (to 0 at loss.aux_stop) | none (constant until loss.aux_stop)
     aux_stop: float = 0.0  # dsn: epoch after which the auxiliary terms stop (0 = the end of the run)
     self_weight: float = 1.0  # cskd: lambda of the class-wise KL term
     self_alpha: float = 0.8  # pskd: the weight of last epoch's predictions in the targets at the last epoch
     hint_weight: float = 0.03  # byot: lambda of the feature hint (0 = off)
+    partner_forward: str = "shared"  # cskd: shared (one forward of anchors and partners) | separate (as the authors)
     peer_update: str = "joint"  # dml: joint (all peers in one step) | alternating (one after another, the paper)
 
 

@@ -54,11 +54,6 @@ def check_alternating(update: str, model: nn.Module, distributed: bool, accum: i
         )
 
 
-def step_kind(update: str, cuda_graph: bool) -> str:
-    """The training step's kind (:data:`dhm.engine.step.STEPS`) for ``loss.peer_update`` and ``train.cuda_graph``."""
-    return "alternating" if update == "alternating" else "graph" if cuda_graph else "eager"
-
-
 @STEPS.register("alternating")
 class AlternatingStep(EagerStep):
     """One step of DML's alternating update (module docstring): K backward passes and K optimizer steps, one per

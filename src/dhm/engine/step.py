@@ -64,9 +64,13 @@ class EagerStep:
             self.optimizer.zero_grad(set_to_none=True)
         return out
 
+    def run_model(self, x: Tensor) -> object:
+        """The model's train-mode output for the batch ``x`` (CS-KD's step runs its partners apart)."""
+        return self.model(x)
+
     def _forward_backward(self, x: Tensor, y: Tensor, meta: Meta, cache: bool = True) -> StepOutput:
         with autocast(self.device, self.amp, cache):
-            out = self.model(x)
+            out = self.run_model(x)
             losses = self.loss_fn(out, y, meta)
         self.scaler.scale(losses["loss"] / self.accum).backward()
         self.keys = list(losses)
@@ -150,7 +154,18 @@ STEPS.register("eager")(EagerStep)
 STEPS.register("graph")(GraphStep)  # train.cuda_graph; dhm.engine.alternating registers "alternating"
 
 
+def step_kind(peer_update: str, partner_forward: str, cuda_graph: bool) -> str:
+    """The kind of step (:data:`STEPS`) of ``loss.peer_update``, ``loss.partner_forward`` and ``train.cuda_graph``:
+    ``alternating`` (DML's peer-by-peer update, :mod:`dhm.engine.alternating`), ``pairs`` (CS-KD's partners in a
+    forward of their own, :mod:`dhm.engine.paired`), ``graph`` or ``eager``."""
+    if peer_update == "alternating":
+        return "alternating"
+    if partner_forward == "separate":
+        return "pairs"
+    return "graph" if cuda_graph else "eager"
+
+
 def make_step(kind: str, *args, **kwargs) -> EagerStep:
-    """The step object of a run: ``kind`` is ``eager``, ``graph`` (``train.cuda_graph``) or ``alternating``
-    (``loss.peer_update=alternating``, DML's peer-by-peer update)."""
+    """The step object of a run: ``kind`` is ``eager``, ``graph`` (``train.cuda_graph``), ``alternating``
+    (``loss.peer_update=alternating``) or ``pairs`` (``loss.partner_forward=separate``); see :func:`step_kind`."""
     return STEPS.get(kind)(*args, **kwargs)

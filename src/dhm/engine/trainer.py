@@ -16,19 +16,20 @@ from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
 from ..tasks import Task
 from . import dist as D
-from .alternating import check_alternating, step_kind
+from .alternating import check_alternating
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
+from .paired import check_pairs
 from .parts import Parts, steps_per_epoch
 from .progress import Display
 from .recorder import Recorder
 from .rundir import RunLock, choose_run_dir, refuse_other_run, remove_leftovers
 from .runtime import Runtime
 from .state import RunState, restore_run, run_checkpoint
-from .step import EagerStep, GraphStep, make_step
+from .step import EagerStep, GraphStep, make_step, step_kind
 
 
 class Trainer:
@@ -55,6 +56,7 @@ class Trainer:
         check_alternating(
             cfg.loss.peer_update, self.model, self.dist.distributed, cfg.train.accum_steps, runtime.cuda_graph
         )
+        check_pairs(cfg.loss.partner_forward, cfg.data.sampler, runtime.cuda_graph)
         if cfg.loss.peer_update == "alternating" and mode is not None:  # its step runs the peers one by one
             if runtime.compile_mode != "auto":
                 raise ConfigError("loss.peer_update=alternating runs eagerly: set train.compile=false")
@@ -129,7 +131,7 @@ class Trainer:
         if self.step is None or self.step.model is not model:
             r, train = self.runtime, self.cfg.train
             self.step = make_step(
-                step_kind(self.cfg.loss.peer_update, r.cuda_graph),
+                step_kind(self.cfg.loss.peer_update, self.cfg.loss.partner_forward, r.cuda_graph),
                 model,
                 self.loss_fn,
                 self.optimizer,

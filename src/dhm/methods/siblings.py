@@ -113,7 +113,7 @@ _method(
         )
     ],
     "none",
-    lambda e: {"data.sampler": "class_pairs", "loss.temperature": 4.0},
+    lambda e: {"data.sampler": "class_pairs", "loss.temperature": 4.0, "loss.partner_forward": "separate"},
     "CS-KD (Yun et al. 2020): anchor + same-class partner per pair (data.sampler=class_pairs), CE + T^2 KL at T=4",
 )
 _method(

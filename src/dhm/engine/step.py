@@ -151,7 +151,7 @@ class GraphStep(EagerStep):
 
 STEPS: Registry[type[EagerStep]] = Registry("training step")
 STEPS.register("eager")(EagerStep)
-STEPS.register("graph")(GraphStep)  # train.cuda_graph; dhm.engine.alternating registers "alternating"
+STEPS.register("graph")(GraphStep)  # train.cuda_graph; "alternating" and "pairs" register in their own modules
 
 
 def step_kind(peer_update: str, partner_forward: str, cuda_graph: bool) -> str:

@@ -3,7 +3,7 @@
 terms, the recipe's optimizer, the engine's step with the resolved precision and memory format) on synthetic P x K
 identity batches. Median of timed steps after warm-up; one process.
 
-    python benchmarks/reid_speed.py --json benchmarks/results/cpu_reid_speed.json      # bot and bot-dhm
+    python benchmarks/reid_speed.py --json benchmarks/results/cpu_reid_speed.json      # BoT alone (ce) and BoT + DHM (dhm)
     python benchmarks/reid_speed.py --tiny                                              # seconds (tests)
 """
 
@@ -24,7 +24,7 @@ from dhm.data.sizes import image_hw
 from dhm.engine.build import build_loss, build_model
 from dhm.engine.optim import build_optimizer
 from dhm.engine.runtime import resolve_runtime
-from dhm.engine.step import EagerStep
+from dhm.steps import EagerStep
 
 
 def measure(recipe: str, method: str, batch: int, identities: int, steps: int, warmup: int, extra: list[str]) -> dict:
@@ -73,7 +73,7 @@ def measure(recipe: str, method: str, batch: int, identities: int, steps: int, w
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="market1501/resnet50")
-    p.add_argument("--methods", default="bot,bot-dhm")
+    p.add_argument("--methods", default="ce,dhm")
     p.add_argument("--batch", type=int, default=16, help="images per step (P x K, K = data.instances)")
     p.add_argument("--identities", type=int, default=751, help="identity classes of the heads (Market: 751)")
     p.add_argument("--steps", type=int, default=3)

@@ -31,7 +31,7 @@ def collect(root: Path) -> dict[str, dict[tuple[int, int], dict]]:
     return runs
 
 
-def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseline: str = "bot") -> dict:
+def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseline: str = "ce") -> dict:
     """Per method: n, mAP / rank-1 of the main head (best-val checkpoint and last epoch), per-head mAP, paired
     differences to ``baseline``, wall time."""
     out = {}
@@ -63,7 +63,7 @@ def markdown(rows: dict) -> str:
     lines = [
         (
             "| method | runs | mAP (best val) | rank-1 (best val) | mAP (last) | rank-1 (last) | "
-            "paired d mAP vs bot (best val) | paired d mAP (last) | paired d rank-1 (best val) | s/run |"
+            "paired d mAP vs BoT (best val) | paired d mAP (last) | paired d rank-1 (best val) | s/run |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -90,10 +90,11 @@ def markdown(rows: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--methods", default="bot,bot-dsl,bot-dhm,bot-dhm-gentle,bot-dhm-emb")
+    parser.add_argument("--methods", default="ce,dsl,dhm,dhm-gentle,dhm-emb")
+    parser.add_argument("--baseline", default="ce", help="the mode every other is paired with (BoT alone)")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
-    rows = table(collect(args.root), args.methods.split(","))
+    rows = table(collect(args.root), args.methods.split(","), args.baseline)
     text = markdown(rows)
     print(text)
     if args.out:

@@ -50,13 +50,14 @@ def test_run_bench_rows_and_markdown(tmp_path):
     assert "**speed**" in text and "**growth**" in text and "| ce |" in text
 
 
-def test_modes_fully_specify_the_dynamic_options():
+def test_compare_resolves_a_mode_as_dhm_train_does():
     from dhm.config import load_config
 
-    demo = load_config("demo")  # the demo recipe ramps mimicking up; the "dhm" mode must not inherit that
+    demo = load_config("demo")  # the demo recipe ramps mimicking up, as that recipe needs; compare keeps it
     assert demo.loss.rampup_epochs > 0
-    static = load_config("demo", mode_overrides("dhm", demo))
-    assert (static.loss.rampup_epochs, static.loss.dynamic, static.model.dynamic_fork) == (0, None, False)
+    for mode in ("dhm", "ce", "dml", "dhm-rampup"):
+        assert load_config("demo", mode_overrides(mode, demo)) == load_config("demo", [f"loss.mode={mode}"])
+    assert load_config("demo", mode_overrides("dhm", demo)).loss.rampup_epochs == 3
     ramp = load_config("demo", mode_overrides("dhm-rampup", demo))
     assert ramp.loss.rampup_epochs == 3 and ramp.loss.rampup == "sigmoid"
 
@@ -139,8 +140,10 @@ def test_a_mode_may_carry_its_own_settings_for_sweeps():
 
     cfg = load_config("smoke", ["train.epochs=8"])
     got = mode_overrides("dhm-rampup+loss.rampup_epochs=4+loss.temperature=3", cfg)
-    assert got[-2:] == ["loss.rampup_epochs=4", "loss.temperature=3"] and "loss.rampup_epochs=2" in got
-    assert load_config("smoke", got).loss.rampup_epochs == 4
+    assert got == ["loss.mode=dhm-rampup", "loss.rampup_epochs=4", "loss.temperature=3"]
+    swept = load_config("smoke", ["train.epochs=8", *got]).loss
+    assert (swept.rampup_epochs, swept.rampup, swept.temperature) == (4, "sigmoid", 3.0)  # the override tunes it
+    assert load_config("smoke", ["train.epochs=8", "loss.mode=dhm-rampup"]).loss.rampup_epochs == 2
     with pytest.raises(RegistryError, match="unknown comparison mode"):
         mode_overrides("dhm-nope+loss.alpha=1", cfg)
 
@@ -157,8 +160,10 @@ def test_gentle_mode_is_the_setting_the_sweep_chose(epochs):
     swept = f"dhm-rampup+loss.rampup_epochs={epochs // 2}+loss.alpha=0.5"
     gentle = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides("dhm-gentle", base)])
     chosen = load_config("cifar10-jpeg", [f"train.epochs={epochs}", *mode_overrides(swept, base)])
-    # the loss configs name their method (loss.mode); every setting is the same
-    assert gentle.loss == replace(chosen.loss, preset="gentle", mode="dhm-gentle") and gentle.model == chosen.model
+    # the loss configs name their method (loss.mode); every setting is the same, and loss.preset=gentle too
+    assert gentle.loss == replace(chosen.loss, mode="dhm-gentle") and gentle.model == chosen.model
+    preset = load_config("cifar10-jpeg", [f"train.epochs={epochs}", "loss.preset=gentle"])
+    assert replace(preset.loss, preset="", mode="dhm-gentle") == gentle.loss
 
 
 def test_one_seed_shows_no_spread():

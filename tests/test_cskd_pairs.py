@@ -1,4 +1,4 @@
-"""CS-KD's partners in a forward of their own (``loss.partner_forward=separate``, the ``cskd`` default, as its
+"""CS-KD's partners in a forward of their own (``loss.options.partner_forward=separate``, the ``cskd`` default, as its
 authors run it): the engine's step against the step written out in float64, and the runs where it is refused."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from conftest import tiny_cifar
 
 from dhm.config import load_config
 from dhm.engine.build import build_loss
-from dhm.engine.paired import check_pairs
-from dhm.engine.step import make_step
 from dhm.errors import ConfigError
+from dhm.steps import STEPS, make_step
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 T = 4.0
@@ -63,12 +62,18 @@ def test_partners_run_apart_without_gradient_as_the_authors_step():
 
 
 def test_cskd_runs_its_partners_apart_and_the_switch_is_checked():
-    assert load_config("smoke", ["loss.mode=cskd"]).loss.partner_forward == "separate"
-    assert load_config("smoke", ["loss.mode=cskd", "loss.partner_forward=shared"]).loss.partner_forward == "shared"
-    check_pairs("separate", "class_pairs", False)
+    assert load_config("smoke", ["loss.mode=cskd"]).loss.options.partner_forward == "separate"
+    assert (
+        load_config("smoke", ["loss.mode=cskd", "loss.options.partner_forward=shared"]).loss.options.partner_forward
+        == "shared"
+    )
+    pairs = STEPS.get("pairs")
+    pairs.check(None, sampler="class_pairs", cuda_graph=False)
     with pytest.raises(ConfigError, match="needs data.sampler=class_pairs"):
-        check_pairs("separate", "random", False)
+        pairs.check(None, sampler="random", cuda_graph=False)
     with pytest.raises(ConfigError, match="not captured in a CUDA graph"):
-        check_pairs("separate", "class_pairs", True)
-    with pytest.raises(ConfigError, match="one of shared, separate"):
-        check_pairs("apart", "class_pairs", False)
+        pairs.check(None, sampler="class_pairs", cuda_graph=True)
+    with pytest.raises(ConfigError, match="loss.options.partner_forward must be shared or separate"):
+        load_config("smoke", ["loss.mode=cskd", "loss.options.partner_forward=apart"])
+    with pytest.raises(ConfigError, match="loss.mode=cskd needs data.sampler=class_pairs; an override sets"):
+        load_config("smoke", ["loss.mode=cskd", "data.sampler=random"])

@@ -1,4 +1,4 @@
-"""DML's alternating update (``loss.peer_update=alternating``, Zhang et al. 2018, Algorithm 1): the engine's step
+"""DML's alternating update (``loss.options.peer_update=alternating``, Zhang et al. 2018, Algorithm 1): the engine's step
 against the algorithm written out in float64, and the runs where it is refused."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from helpers import TINY_RUN
 
 from dhm.cli import main
 from dhm.config import load_config
-from dhm.engine.alternating import check_alternating
 from dhm.engine.build import build_loss
-from dhm.engine.step import make_step
 from dhm.errors import ConfigError
+from dhm.steps import STEPS, make_step
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -37,7 +36,9 @@ def _batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _engine_steps(kind: str, model: torch.nn.Module, batches) -> None:
-    cfg = load_config("smoke", ["loss.mode=dml", f"loss.peer_update={'alternating' if kind != 'eager' else 'joint'}"])
+    cfg = load_config(
+        "smoke", ["loss.mode=dml", f"loss.options.peer_update={'alternating' if kind != 'eager' else 'joint'}"]
+    )
     loss_fn = build_loss(cfg, model.head_names, num_classes=10).double()
     loss_fn.set_progress(0.0)
     optimizer = torch.optim.SGD(model.parameters(), **SGD)  # one optimizer over every peer, as the engine's
@@ -91,22 +92,30 @@ def test_alternating_update_is_the_papers_algorithm_and_differs_from_the_joint_s
 
 def test_alternating_is_refused_where_peers_cannot_step_one_by_one():
     peers, branched = tiny_cifar(branches="peers:2"), tiny_cifar()
-    check_alternating("alternating", peers, False, 1, False)
+    alternating = STEPS.get("alternating")
+    alternating.check(peers, distributed=False, accum=1, cuda_graph=False)
     with pytest.raises(ConfigError, match="needs a model of peers"):
-        check_alternating("alternating", branched, False, 1, False)  # DHM's branches share the trunk
+        alternating.check(branched, distributed=False, accum=1, cuda_graph=False)  # DHM's branches share the trunk
     with pytest.raises(ConfigError, match="one process with train.accum_steps=1"):
-        check_alternating("alternating", peers, False, 2, False)
-    with pytest.raises(ConfigError, match="one of joint, alternating"):
-        check_alternating("sideways", peers, False, 1, False)
+        alternating.check(peers, distributed=False, accum=2, cuda_graph=False)
+    with pytest.raises(ConfigError, match="loss.options.peer_update must be joint or alternating"):
+        load_config("smoke", ["loss.mode=dml", "loss.options.peer_update=sideways"])
 
 
 def test_dml_trains_with_the_alternating_update_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "dml"
-    argv = ["train", "smoke", *TINY_RUN, "loss.mode=dml", "loss.peer_update=alternating", f"train.out_dir={out}"]
+    argv = [
+        "train",
+        "smoke",
+        *TINY_RUN,
+        "loss.mode=dml",
+        "loss.options.peer_update=alternating",
+        f"train.out_dir={out}",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["loss"]["peer_update"] == "alternating" and (out / "deploy.pt").is_file()
+    assert summary["config"]["loss"]["options"]["peer_update"] == "alternating" and (out / "deploy.pt").is_file()
     capsys.readouterr()
-    argv = ["train", "smoke", *TINY_RUN, "loss.peer_update=alternating", f"train.out_dir={tmp_path / 'dhm'}"]
+    argv = ["train", "smoke", *TINY_RUN, "loss.options.peer_update=alternating", f"train.out_dir={tmp_path / 'dhm'}"]
     assert main(argv) == 2
-    assert "loss.peer_update=alternating steps whole networks one after another" in capsys.readouterr().err
+    assert "loss.options.peer_update is an option of loss.mode=dml, not of loss.mode=dhm" in capsys.readouterr().err

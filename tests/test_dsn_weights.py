@@ -1,4 +1,4 @@
-"""DSN's companion weights per auxiliary head (``loss.aux_weight=[w_1, ..., w_M]``, DSN's alpha_m), decaying
+"""DSN's companion weights per auxiliary head (``loss.options.aux_weight=[w_1, ..., w_M]``, DSN's alpha_m), decaying
 together; a list that does not match the heads is refused when the loss is built."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ NAMES = ("main", "head1", "head2")
 
 
 def test_each_auxiliary_head_has_its_own_weight_and_they_decay_together():
-    cfg = load_config("smoke", ["loss.mode=dsn", "train.epochs=4", "loss.aux_weight=[0.3,0.7]", "loss.aux_stop=2"])
+    cfg = load_config(
+        "smoke", ["loss.mode=dsn", "train.epochs=4", "loss.options.aux_weight=[0.3,0.7]", "loss.options.aux_stop=2"]
+    )
     loss_fn = build_loss(cfg, NAMES, num_classes=5).double()
     loss_fn.set_progress(1.0)  # half way to the stop: every weight at half its start
     g = torch.Generator().manual_seed(8)
@@ -28,8 +30,8 @@ def test_each_auxiliary_head_has_its_own_weight_and_they_decay_together():
 
 
 def test_a_list_of_weights_must_match_the_auxiliary_heads():
-    cfg = load_config("smoke", ["loss.mode=dsn", "loss.aux_weight=[1,2,3]"])
+    cfg = load_config("smoke", ["loss.mode=dsn", "loss.options.aux_weight=[1,2,3]"])
     with pytest.raises(ConfigError, match="3 weights for 2 auxiliary heads"):
         build_loss(cfg, NAMES, num_classes=5)
-    with pytest.raises(ConfigError, match="loss.aux_weight must be >= 0"):
-        load_config("smoke", ["loss.mode=dsn", "loss.aux_weight=[1,-2]"])
+    with pytest.raises(ConfigError, match="loss.options.aux_weight must be >= 0"):
+        load_config("smoke", ["loss.mode=dsn", "loss.options.aux_weight=[1,-2]"])

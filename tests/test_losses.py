@@ -163,7 +163,7 @@ def test_law_parsing_and_errors():
         parse_pair_law("oficial")
     with pytest.raises(ValueError, match="0 <= p <= 1"):
         parse_pair_law("bernoulli(1.5)")
-    with pytest.raises(ValueError, match="unknown loss mode"):
+    with pytest.raises(ValueError, match="unknown method 'kd'"):
         dhm.MimicLoss(mode="kd")
 
 

@@ -14,7 +14,7 @@ from conftest import SHARED_DATA
 from dhm.config import load_config
 from dhm.data import build_dataset
 from dhm.engine import build_trainer
-from dhm.errors import DataError
+from dhm.errors import ConfigError, DataError
 
 PKU = SHARED_DATA / "pku-reid-subset"
 
@@ -137,11 +137,18 @@ def test_batch_hard_triplet_and_embedding_mimicking_terms():
     assert grads[0] is None and float(grads[1].abs().sum()) > 0 and float(out["emb"]) > 0
 
 
-def test_reid_methods_are_registered_and_bot_trains_the_plain_backbone_with_features():
+def test_the_retrieval_task_supervises_as_bot_and_ce_trains_the_plain_backbone_with_features():
     import dhm
+    from dhm.engine.build import term_specs
 
-    assert {"bot", "bot-dsl", "bot-dhm", "bot-dhm-gentle", "bot-dhm-emb"} <= set(dhm.METHODS.list())
-    cfg = load_config("smoke", ["loss.mode=bot"])
-    assert cfg.loss.label_smoothing == 0.1  # the method's setting
-    specs = [s.term for s in dhm.METHODS.get("bot-dhm-emb").terms(cfg.loss)]
-    assert specs == ["ce", "triplet", "pair_kl", "pair_dist"]
+    cfg = load_config("pku-reid", ["loss.mode=dhm-emb"])
+    assert cfg.loss.label_smoothing == 0.1  # the recipe's (BoT's)
+    assert [s.term for s in term_specs(cfg)] == ["ce", "triplet", "pair_kl", "pair_dist"]
+    centered = load_config("pku-reid", ["loss.mode=dhm", "loss.supervision.center_weight=5e-4"])
+    assert [s.term for s in term_specs(centered)] == ["ce", "triplet", "center", "pair_kl"]
+    with pytest.raises(ConfigError, match="loss.mode=bot-dhm is now loss.mode=dhm"):
+        load_config("pku-reid", ["loss.mode=bot-dhm"])
+    with pytest.raises(ConfigError, match="train.task=classification has no option loss.supervision.margin"):
+        load_config("smoke", ["loss.supervision.margin=0.2"])
+    assert "bot" not in dhm.METHODS
+    assert load_config("pku-reid", ["loss.mode=ce"]).model.branches == "none"  # BoT alone: the plain backbone

@@ -47,11 +47,10 @@ def _register():
     if "toy-main-to-head1" not in dhm.METHODS:
         dhm.METHODS.register("toy-main-to-head1")(
             dhm.Method(
-                lambda loss: [
-                    dhm.TermSpec("ce", {"heads": "main"}),
-                    dhm.TermSpec("pair_kl", {"graph": {"main->head1": 1.0}, "temperature": 2.0}),
-                ],
-                doc="CE on the main head, KL from the main head to head1 only",
+                lambda loss: [dhm.TermSpec("pair_kl", {"graph": {"main->head1": 1.0}, "temperature": 2.0})],
+                supervise="main",
+                tasks=("classification", "toy-nll"),
+                doc="the task's supervision of the main head, KL from the main head to head1 only",
             )
         )
     if "toy-holdout" not in dhm.data.DATASETS:
@@ -116,11 +115,35 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
     "retrieval": {"base"},
     "data": {"base", "config"},
     "tasks": {"base", "branches", "retrieval"},
+    "steps": {"base", "branches"},
     "deployed": {"base", "branches", "models", "data", "retrieval"},
-    "engine": {"base", "methods", "config", "branches", "models", "losses", "retrieval", "data", "tasks", "deployed"},
+    "engine": {
+        "base",
+        "methods",
+        "config",
+        "branches",
+        "models",
+        "losses",
+        "retrieval",
+        "data",
+        "tasks",
+        "deployed",
+        "steps",
+    },
 }
-BASE = {"errors", "registry", "version", "dynamic", "files", "memory"}
-TOP = {"bench", "compare", "cli", "cli_commands", "jobs", "official", "model_report", "__main__", "__init__"}
+BASE = {"errors", "registry", "version", "dynamic", "files", "memory", "options", "precision"}
+TOP = {
+    "bench",
+    "compare",
+    "cli",
+    "cli_commands",
+    "jobs",
+    "official",
+    "model_report",
+    "api_loss",
+    "__main__",
+    "__init__",
+}
 
 
 def _package(module: str) -> str:

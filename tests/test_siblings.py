@@ -67,7 +67,7 @@ def test_dks_t2_and_temperature_switches():
 @pytest.mark.parametrize("progress", [0.0, 1.5, 2.0, 2.5])
 def test_dsn_companion_weight_decays_linearly_and_stops(progress):
     heads, y = _heads(3, 3), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(4))
-    overrides = ("train.epochs=4", "loss.aux_weight=0.5", "loss.aux_stop=2")
+    overrides = ("train.epochs=4", "loss.options.aux_weight=0.5", "loss.options.aux_stop=2")
     out = _loss("dsn", 3, overrides, progress)(heads, y)
     weight = 0.5 * max(0.0, 1 - progress / 2) if progress < 2 else 0.0
     expected = F.cross_entropy(heads[0], y) + weight * (F.cross_entropy(heads[1], y) + F.cross_entropy(heads[2], y))
@@ -77,7 +77,7 @@ def test_dsn_companion_weight_decays_linearly_and_stops(progress):
 
 def test_dsn_default_stop_is_the_end_of_the_run_and_needs_progress():
     cfg = load_config("smoke", ["loss.mode=dsn", "train.epochs=8"])
-    assert cfg.loss.aux_stop == 8.0 and cfg.model.branches == "light-every-stage"
+    assert cfg.loss.options.aux_stop == 8.0 and cfg.model.branches == "light-every-stage"
     loss_fn = build_loss(cfg, ("main", "head1", "head2"))
     with pytest.raises(RuntimeError, match="set_progress"):
         loss_fn([torch.randn(2, C)] * 3, torch.zeros(2, dtype=torch.long))
@@ -122,7 +122,7 @@ def test_each_sibling_trains_end_to_end(mode, tmp_path):
 def test_cskd_is_anchor_ce_plus_t2_kl_from_the_detached_partner():
     z = _heads(1, 7)[0]  # rows 0, 2, 4 anchors; 1, 3, 5 their partners
     y = torch.tensor([0, 0, 3, 3, 1, 1])
-    out = _loss("cskd", 1, ("loss.self_weight=0.7",))([z], y)
+    out = _loss("cskd", 1, ("loss.options.weight=0.7",))([z], y)
     anchors, partners = z[0::2], z[1::2]
     expected = F.cross_entropy(anchors, y[0::2]) + 0.7 * 16.0 * _kl(partners.detach(), anchors, 4.0)
     torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
@@ -301,7 +301,7 @@ def test_cskd_and_byot_switches():
 
     heads = _heads(2, 19)
     feats = tuple(torch.randn(B, 4, dtype=torch.float64) for _ in range(2))
-    loss_fn = _loss("byot", 2, ("loss.detach=false", "loss.hint_weight=0"))
+    loss_fn = _loss("byot", 2, ("loss.detach=false", "loss.options.hint_weight=0"))
     out = loss_fn(HeadOutputs(tuple(heads), feats), y)
     (g_main,) = torch.autograd.grad(out["loss"], heads[0])
     assert not torch.allclose(g_main, torch.autograd.grad(F.cross_entropy(heads[0], y), heads[0])[0])

@@ -21,7 +21,8 @@ from .branches.deploy import GatedEnsemble, deployable
 from .data import SAMPLERS, Batch
 from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
-from .losses import MimicLoss, Objective, mimic_loss
+from .api_loss import MimicLoss
+from .losses import Objective, mimic_loss
 from .methods import METHODS, Method, TermSpec
 from .models import create_model, list_models, paper_branches, register_model
 from .official import load_official

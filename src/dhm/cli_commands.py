@@ -171,21 +171,23 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
 
 
 def cmd_methods(ns: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.build import term_specs
     from .methods import METHODS, list_methods
     from .tasks import TASKS
 
+    print(f"{'method':16s} {'layout':18s} {'supervised':10s} {'step':11s} {'tasks':26s} terms")
     for name in list_methods(aliases=True):
         method = METHODS.get(name)
-        terms = " + ".join(spec.term for spec in method.terms(_loss_defaults()))
-        print(f"{name:16s} branches {method.branches:6s} terms {terms:12s} {method.doc}")
-    print(f"tasks (train.task): {', '.join(TASKS.list())}")
+        cfg = load_config(None, [f"loss.mode={name}", f"train.task={method.tasks[0]}"])
+        terms = " + ".join(spec.term for spec in term_specs(cfg))
+        layout = "|".join(method.accepts()) if method.layout == "none" else method.layout
+        step = method.step(cfg.loss.options)
+        tasks = ", ".join(method.tasks)
+        print(f"{name:16s} {layout:18s} {method.supervise:10s} {step:11s} {tasks:26s} {terms}")
+        print(f"{'':16s} {method.doc}")
+    print(f"tasks (train.task): {', '.join(TASKS.list())}; `dhm config --keys loss.mode=NAME` lists a method's options")
     return 0
-
-
-def _loss_defaults():
-    from .config.schema import LossConfig
-
-    return LossConfig()
 
 
 def cmd_recipes(ns: argparse.Namespace) -> int:

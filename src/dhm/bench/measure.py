@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..branches import BranchSpec, DHMModel, strip
 from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compile
-from ..engine.precision import autocast
-from ..engine.step import EagerStep
+from ..precision import autocast
+from ..steps import EagerStep
 from ..losses import MimicLoss
 from ..models import create_model, paper_branches
 from ..tasks import get_task
@@ -107,7 +107,7 @@ def saved_activation_bytes(fn) -> int:
 
 
 def train_step_fn(model: nn.Module, case: Case, x: Tensor, y: Tensor, device: torch.device):
-    """One optimizer step of ``case`` on a fixed batch: the engine's own step (:class:`~dhm.engine.step.EagerStep`:
+    """One optimizer step of ``case`` on a fixed batch: the engine's own step (:class:`~dhm.dhm.steps.EagerStep`:
     forward, loss, backward, SGD update, the step's meters) without the loop, loader or schedule around it."""
     loss_fn = MimicLoss(mode=case.mode).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)

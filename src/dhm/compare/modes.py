@@ -8,40 +8,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import Config
-from ..config.presets import LOSS_PRESETS
 from ..errors import ConfigError
 from ..methods import get_method
 from ..registry import RegistryError
 
-# Every mode pins all the dynamic knobs, so a recipe's own choice (e.g. the demo's ramp-up) never leaks into "dhm";
-# a mode's own settings (and a preset's keys) replace these.
-STATIC = {"loss.dynamic": "null", "loss.rampup_epochs": 0, "model.dynamic_fork": "false"}
-
-
-def _text(value: object) -> str:
-    return (
-        {True: "true", False: "false", None: "null"}.get(value, str(value))
-        if not isinstance(value, (int, float)) or isinstance(value, bool)
-        else str(value)
-    )
-
 
 def mode_overrides(mode: str, cfg: Config) -> list[str]:
     """The overrides of ``mode``: a method name, optionally followed by ``+key=value`` settings of its own,
-    e.g. ``dhm-rampup+loss.rampup_epochs=15+loss.temperature=3`` (for sweeps; they apply after the method's)."""
-    base, *extra = re.split(r"\+(?=[a-z_]+\.[a-z_]+=)", mode)
+    e.g. ``dhm-rampup+loss.rampup_epochs=15+loss.temperature=3`` (for sweeps). The method resolves as under
+    ``dhm train`` (:mod:`dhm.config.resolve`): the recipe's settings stay, the method's requirements apply."""
+    base, *extra = re.split(r"\+(?=[a-z_]+\.[a-z_.]+=)", mode)
     try:
         method = get_method(base)
     except RegistryError as exc:
         raise RegistryError(str(exc).replace("unknown method", "unknown comparison mode", 1)) from None
-    settings = method.settings(cfg.train.epochs)
-    preset = settings.get("loss.preset")
-    preset_keys = {f"loss.{k}" for k in LOSS_PRESETS.get(preset)(cfg.train.epochs)} if preset else set()
-    static = [f"{k}={v}" for k, v in STATIC.items() if k not in settings and k not in preset_keys]
     if any("=" not in e for e in extra):
         raise ConfigError(f"mode {mode!r}: settings after the name are +section.key=value")
-    own = [f"{k}={_text(v)}" for k, v in settings.items()]
-    return [*static, f"loss.mode={method.alias_of or base}", *own, *extra]
+    return [f"loss.mode={method.alias_of or base}", *extra]
 
 
 def run_dir(root: Path, mode: str, seed: int) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, first_line
-from ..methods import METHODS
+from ..methods import METHODS, RENAMED
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 MAX_BYTES = 1 << 20  # a recipe is a few hundred bytes; anything over 1 MiB is not one
@@ -159,7 +159,7 @@ def find_recipe(recipe: str | Path) -> tuple[Path, str]:
     if bundled.is_file():
         return bundled, ""
     setup, _, method = name.rpartition("_")  # method names hold no "_"; setup names may
-    if setup and method in METHODS and (RECIPES_DIR / f"{setup}.yaml").is_file():
+    if setup and (method in METHODS or method in RENAMED) and (RECIPES_DIR / f"{setup}.yaml").is_file():
         return RECIPES_DIR / f"{setup}.yaml", method
     close = difflib.get_close_matches(str(recipe), list_recipes(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `dhm recipes` lists the bundled ones"

@@ -11,7 +11,7 @@ class ModelConfig:
     name: str = "cifar_resnet20"  # a registry name: `dhm models`
     num_classes: int | None = None  # default: the dataset's
     in_channels: int | None = None  # default: the dataset's (1 for digits and MNIST)
-    branches: str | list[dict[str, Any]] = "paper"  # paper | none | light-every-stage | peers:K | [{fork, ...}, ...]
+    branches: str | list[dict[str, Any]] = ""  # "" (the method's) | paper | none | peers:K | ... | [{fork, ...}]
     dynamic_fork: bool = False  # stochastic fork point (docs/method.md 4.2)
     dropout: float | None = None  # WRN dropout (paper recipe: 0.3)
     widths: list[int] | None = None  # CIFAR ResNet stage widths (default 16/32/64)
@@ -24,30 +24,19 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    mode: str = "dhm"  # the method (`dhm methods`): ce | ls | dsl | dhm | dhm-rampup | dhm-gentle | ...
-    alpha: float = 1.0  # weight of every pair term
-    temperature: float = 1.0  # T; the mimicking sum is scaled by T^2
-    eps: float = 1.0e-8  # probability smoothing before the log, as released
+    mode: str = "dhm"  # the method (`dhm methods`): ce | ls | dsl | dhm | dhm-rampup | dhm-gentle | dml | ...
+    alpha: float = 1.0  # weight of the mimicking term (DHM: every pair)
+    temperature: float = 1.0  # T of the softened predictions
+    t2: bool = True  # scale the mimicking term by T^2 (DHM, ONE, BYOT); dks and dml default to false
+    detach: bool = True  # the teacher side of every mimicking pair gets no gradient
+    eps: float = 1.0e-8  # probability smoothing before the log, as released (0 = exact)
     dynamic: str | None = None  # stochastic pair gradients: released | bernoulli(p)
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
-    label_smoothing: float = 0.0  # on the cross-entropy terms only (never on the mimicking targets)
-    margin: float = 0.3  # triplet margin of the re-ID methods (0 = soft margin)
-    triplet_weight: float = 1.0  # weight of the batch-hard triplet term (bot*)
-    embed_weight: float = 1.0  # weight of the embedding-mimicking term (bot-dhm-emb)
-    center_weight: float = 0.0  # weight of the center loss of the bot* methods (0 = off; BoT: 5e-4)
-    center_lr: float = 0.5  # SGD learning rate of the centers' own update (BoT)
+    label_smoothing: float = 0.0  # on the supervised cross-entropy only (never on the mimicking targets)
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
-    t2: bool = True  # scale the mimicking term by T^2 (DHM, ONE, BYOT); dks and dml set false
-    detach: bool = True  # the teacher side of every mimicking pair gets no gradient
-    aux_weight: float | list[float] = 1.0  # dsn: weight of the auxiliary heads' CE at the start (or one per head)
-    aux_decay: str = "linear"  # dsn: linear (to 0 at loss.aux_stop) | none (constant until loss.aux_stop)
-    aux_stop: float = 0.0  # dsn: epoch after which the auxiliary terms stop (0 = the end of the run)
-    self_weight: float = 1.0  # cskd: lambda of the class-wise KL term
-    self_alpha: float = 0.8  # pskd: the weight of last epoch's predictions in the targets at the last epoch
-    hint_weight: float = 0.03  # byot: lambda of the feature hint (0 = off)
-    partner_forward: str = "shared"  # cskd: shared (one forward of anchors and partners) | separate (as the authors)
-    peer_update: str = "joint"  # dml: joint (all peers in one step) | alternating (one after another, the paper)
+    options: Any = field(default_factory=dict)  # the method's own options (`dhm config --keys loss.mode=M`)
+    supervision: Any = field(default_factory=dict)  # the task's supervision options (retrieval: margin, center)
 
 
 @dataclass

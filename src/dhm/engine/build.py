@@ -43,12 +43,12 @@ def model_spec(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any = None) -> nn.Module:
-    """The model of ``cfg``: the plain backbone when the method's branch policy is ``none`` (``ce``, ``ls``, as the
-    paper's baseline trains), else the backbone with the branches of ``model.branches``; built to return pooled
-    features too when a term of the method reads them."""
+    """The model of ``cfg``: the backbone with the branch layout of ``model.branches`` (resolved with the method:
+    ``none`` for a method on the plain backbone); built to return pooled features too when a term of the method
+    or of the task's supervision reads them."""
     spec = model_spec(cfg, num_classes, in_channels)
     if branches is None:
-        branches = "none" if get_method(cfg.loss.mode).branches == "none" else cfg.model.branches
+        branches = cfg.model.branches
     features = "features" in method_needs(cfg)
     if isinstance(branches, list):
         try:
@@ -83,11 +83,23 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
     return model
 
 
+def term_specs(cfg: Config) -> list[TermSpec]:
+    """The loss terms of a run: the task's supervision of the heads the method supervises (none where the method
+    replaces it), then the method's own terms."""
+    method = get_method(cfg.loss.mode)
+    supervision = [] if method.supervise == "none" else get_task(cfg.train.task).supervision(cfg.loss, method.supervise)
+    return [*(TermSpec(term, options) for term, options in supervision), *method.terms(cfg.loss)]
+
+
+def method_step(cfg: Config) -> str:
+    """The step kind the run's method trains with (``joint`` for most)."""
+    return get_method(cfg.loss.mode).step(cfg.loss.options)
+
+
 def method_needs(cfg: Config) -> set[str]:
-    """The model outputs beyond logits that the run's method's terms read (``features``), so the model is built
+    """The model outputs beyond logits that the run's loss terms read (``features``), so the model is built
     to return them."""
-    specs = get_method(cfg.loss.mode).terms(cfg.loss)
-    return {need for spec in specs for need in TERMS.get(spec.term).needs}
+    return {need for spec in term_specs(cfg) for need in TERMS.get(spec.term).needs}
 
 
 def build_loss(
@@ -101,7 +113,7 @@ def build_loss(
     with parameters or state of their own are sized by ``num_classes``, the heads' embedding sizes ``dims``, the
     training split's ``num_samples`` (a per-sample memory) and ``train.epochs``."""
     try:
-        specs = get_method(cfg.loss.mode).terms(cfg.loss)
+        specs = term_specs(cfg)
         sizes = {"num_classes": num_classes, "dims": dims, "num_samples": num_samples, "epochs": cfg.train.epochs}
         return Objective([make_term(spec, head_names, sizes) for spec in specs], head_names)
     except (ValueError, KeyError) as exc:

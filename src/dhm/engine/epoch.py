@@ -17,7 +17,7 @@ from . import dist as D
 from .parts import Parts
 from .progress import Display
 from .runtime import Runtime
-from .step import EagerStep
+from ..steps import EagerStep
 
 NONFINITE = "nonfinite/"  # meters that flag non-finite loss terms or weights (not averaged, not reported)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..tasks import EvalContext, Task, get_task
 from . import dist as D
-from .precision import autocast
+from ..precision import autocast
 from .progress import LogProgress
 
 

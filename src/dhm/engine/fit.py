@@ -17,7 +17,8 @@ from ..data.own_checks import BatchCheck, model_probe, num_outputs
 from ..errors import ConfigError
 from ..methods import get_method
 from . import dist as D
-from .build import build_loss
+from ..steps import run_kind
+from .build import build_loss, method_step
 from .optim import build_optimizer, build_scheduler
 from .parts import Parts, RunMeta, steps_per_epoch
 from .runtime import resolve_runtime
@@ -43,7 +44,7 @@ def fit(
     classes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train ``model`` (a :class:`~dhm.DHMModel` from :func:`~dhm.attach_branches`, or any plain classifier with
-    ``loss.mode=ce``) on batches of ``(images, labels)``. The best epoch is chosen on ``val_loader`` (else the last);
+    a method of the plain backbone, the default for one) on batches of ``(images, labels)``. The best epoch is chosen on ``val_loader`` (else the last);
     ``test_loader`` is evaluated at the end. ``settings`` are the config keys of ``dhm config --keys`` (``train.*``,
     ``optim.*``, ``loss.*``), as ``key=value`` strings or a mapping; ``train.resume=auto`` continues the run in
     ``out_dir``. Without ``optimizer``/``scheduler`` the config's SGD and schedule are built; a scheduler of yours is
@@ -68,10 +69,10 @@ def fit(
         *([f"data.eval_batch_size={val_loader.batch_size}"] if getattr(val_loader, "batch_size", None) else []),
     ]
     cfg = load_config(None, [*defaults, *_settings(settings)])
-    if get_method(cfg.loss.mode).branches != "none" and not branched:
+    if get_method(cfg.loss.mode).layout != "none" and not branched:
         raise ConfigError(
             f"loss.mode={cfg.loss.mode} trains several heads: give a model from dhm.attach_branches(net, specs), "
-            "or set loss.mode=ce for a plain model"
+            "or choose a method of the plain backbone (`dhm methods`, layout none)"
         )
     runtime = resolve_runtime(cfg.train)
     dist, channels_last = runtime.dist, runtime.channels_last
@@ -97,5 +98,6 @@ def fit(
     steps = steps_per_epoch(train, cfg.train.limit_batches)
     scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
     meta = RunMeta(classes=list(classes), mean=[], std=[], input_size=[], model_spec=None)
-    parts = Parts(model, loss_fn, optimizer, scheduler, train, {"val": val, "test": test}, meta)
+    step = run_kind(method_step(cfg), runtime.cuda_graph)
+    parts = Parts(model, loss_fn, optimizer, scheduler, train, {"val": val, "test": test}, meta, step=step)
     return Trainer(cfg, parts, runtime).fit()

@@ -19,7 +19,8 @@ from ..losses import Objective
 from ..registry import RegistryError
 from ..tasks import Task, get_task
 from . import dist as D
-from .build import build_data, build_loss, build_model, model_spec
+from ..steps import run_kind
+from .build import build_data, build_loss, build_model, method_step, model_spec
 from .optim import build_optimizer, build_scheduler
 from .runtime import Runtime
 
@@ -60,6 +61,7 @@ class Parts:
     splits: dict[str, Loader]
     meta: RunMeta
     task: Task = field(default_factory=lambda: get_task("classification"))
+    step: str = "eager"  # the registered step kind (dhm.steps.STEPS) the method trains with
 
     def __post_init__(self) -> None:
         self.splits = {name: loader for name, loader in self.splits.items() if loader is not None}
@@ -118,4 +120,5 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
         input_size=input_size,
         model_spec=model_spec(cfg, data.num_classes, in_channels),
     )
-    return Parts(model, loss_fn, optimizer, scheduler, data.train, data.splits, meta, task)
+    step = run_kind(method_step(cfg), runtime.cuda_graph)
+    return Parts(model, loss_fn, optimizer, scheduler, data.train, data.splits, meta, task, step)

@@ -14,7 +14,7 @@ from ..config.schema import TrainConfig
 from ..errors import ConfigError
 from . import dist as D
 from .compiling import records_cuda_graphs, resolve_compile
-from .precision import autocast, resolve_amp, resolve_channels_last
+from ..precision import autocast, resolve_amp, resolve_channels_last
 
 
 @dataclass(frozen=True)

@@ -14,22 +14,20 @@ from torch import Tensor, nn
 
 from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
+from ..steps import STEPS, EagerStep, make_step
 from ..tasks import Task
 from . import dist as D
-from .alternating import check_alternating
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
-from .paired import check_pairs
 from .parts import Parts, steps_per_epoch
 from .progress import Display
 from .recorder import Recorder
 from .rundir import RunLock, choose_run_dir, refuse_other_run, remove_leftovers
 from .runtime import Runtime
 from .state import RunState, restore_run, run_checkpoint
-from .step import EagerStep, GraphStep, make_step, step_kind
 
 
 class Trainer:
@@ -53,23 +51,29 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(parts.train, cfg.train.limit_batches)
         total = self.steps_per_epoch * cfg.train.epochs
         mode, why = auto_compile(runtime.compile_mode, total, runtime.dist.device, runtime.amp)
-        check_alternating(
-            cfg.loss.peer_update, self.model, self.dist.distributed, cfg.train.accum_steps, runtime.cuda_graph
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=runtime.amp == "fp16")
+        step_cls = STEPS.get(parts.step)
+        step_cls.check(
+            self.model,
+            distributed=self.dist.distributed,
+            accum=cfg.train.accum_steps,
+            cuda_graph=runtime.cuda_graph,
+            amp=runtime.amp,
+            device=self.dist.device,
+            optimizer=self.optimizer,
+            loss_fn=self.loss_fn,
+            sampler=cfg.data.sampler,
         )
-        check_pairs(cfg.loss.partner_forward, cfg.data.sampler, runtime.cuda_graph)
-        if cfg.loss.peer_update == "alternating" and mode is not None:  # its step runs the peers one by one
+        if step_cls.eager_only and mode is not None:
             if runtime.compile_mode != "auto":
-                raise ConfigError("loss.peer_update=alternating runs eagerly: set train.compile=false")
+                raise ConfigError(
+                    f"the {parts.step} step of loss.mode={cfg.loss.mode} runs eagerly: set train.compile=false"
+                )
             mode, why = None, ""
         if mode != runtime.compile_mode:
             self.runtime = runtime = dataclasses.replace(runtime, compile_mode=mode)
         if why and runtime.dist.is_main:
             print(why, flush=True)
-        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=runtime.amp == "fp16")
-        if runtime.cuda_graph:
-            if getattr(self.loss_fn, "own_optimizers", None):
-                raise ConfigError("train.cuda_graph=true captures the model's update only: not with a center loss")
-            GraphStep.check(self.dist.device, self.dist.distributed, cfg.train.accum_steps, runtime.amp, self.optimizer)
         self.select = select_metric(self.task, cfg.train.select)
         self.display = Display(self.dist.is_main and cfg.train.progress, cfg.train.epochs, cfg.train.log_every_s)
         self.step: EagerStep | None = None  # made for the wrapped model, kept across epochs (a captured graph too)
@@ -131,7 +135,7 @@ class Trainer:
         if self.step is None or self.step.model is not model:
             r, train = self.runtime, self.cfg.train
             self.step = make_step(
-                step_kind(self.cfg.loss.peer_update, self.cfg.loss.partner_forward, r.cuda_graph),
+                self.parts.step,
                 model,
                 self.loss_fn,
                 self.optimizer,

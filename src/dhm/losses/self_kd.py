@@ -5,7 +5,7 @@ Kim et al. 2021), as loss terms on the main head.
   image an anchor once per epoch, each paired with a random other image of its class). Loss = CE on the anchors
   + lambda T^2 KL(sg(p_partner) || p_anchor) at temperature T (authors: lambda 1, T 4). The partners get no
   gradient from the term; whether they run in the anchors' forward or in one of their own without gradient (the
-  authors' way, the method's default) is the step's business (:mod:`dhm.engine.paired`).
+  authors' way, the method's default) is the step's business (:mod:`dhm.steps.paired`).
 * ``pskd``: soft targets (1 - a_t) onehot(y) + a_t p_{t-1}(x), where p_{t-1}(x) is the model's own softmax on the
   same training image in the previous epoch, kept in a per-sample memory (a persistent buffer: saved in the
   checkpoint, so a resume is exact; gathered across processes under DDP), and a_t = a_T * epoch / epochs rises

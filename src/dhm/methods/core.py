@@ -1,16 +1,25 @@
-"""Methods: a branch policy plus a list of loss terms over the model's named outputs, as data (``METHODS``).
+"""Methods as contracts: what a method requires, what it defaults, which options it reads, and the loss terms it
+adds to the task's supervision, as data (``METHODS``).
 
-A method is chosen by ``loss.mode`` and is also a ``dhm compare`` mode (one list). It says
+A method is chosen by ``loss.mode`` and is also a ``dhm compare`` mode (one list). It declares
 
-* ``branches``: ``none`` (the plain backbone) or ``recipe`` (the branches of ``model.branches``);
-* ``terms``: the loss terms (:mod:`dhm.losses.terms`, by registered name) and their options, from the run's
-  ``loss.*`` config;
-* ``settings``: config keys it sets, given ``train.epochs`` (``ls`` sets ``loss.label_smoothing=0.1``); they fill
-  keys a recipe or an override did not set, and ``dhm compare`` gives them explicitly.
+* **requirements**, never overridden: its branch ``layout`` and the layout families it accepts (``layouts``), the
+  training ``sampler`` it needs, the ``tasks`` it supports and its ``step`` kind (``joint``, or a step of its own
+  such as DML's ``alternating`` or CS-KD's ``pairs``, chosen from its options). A recipe or an override that
+  contradicts one is refused in one line naming both sides (:mod:`dhm.config.resolve`);
+* **what it reads**: the shared ``loss.*`` keys (``reads``) and its own options, a typed dataclass carried as
+  ``loss.options.*`` (``options``); a key it does not read, given as an override, is refused;
+* **soft defaults** (``defaults``: keys it fills where the recipe and the overrides are silent, e.g. DKS's T = 1)
+  and, for a **variant** of another method (``base``), the ``settings`` that define it (they replace a recipe's
+  values; an override of one of them tunes the variant);
+* **supervision**: the heads the task supervises (``supervise``: ``all``, ``main``) or ``none`` when the method
+  replaces the supervision with its own (PS-KD, CS-KD, BYOT, OKDDip); the task supplies the terms
+  (classification: cross-entropy; retrieval: cross-entropy + triplet (+ center)), the method's ``terms`` add to them.
 
-This package is pure data (no torch): the config layer reads it to resolve a method's settings, the engine turns
-its term specs into loss modules. Add a method with ``METHODS.register("name")(Method(...))``. ``core`` holds the
-classes, plain training, deep supervision and DHM; ``siblings`` DHM's sibling methods; ``reid`` the re-ID ones.
+This package is pure data (no torch): the config layer resolves a method, the engine turns its term specs into loss
+modules. Add a method with ``METHODS.register("name")(Method(...))``; a plugin module does the same
+(docs/architecture.md). ``core`` holds the classes, plain training, deep supervision and DHM with its variants;
+``siblings`` DHM's sibling methods.
 """
 
 from __future__ import annotations
@@ -30,93 +39,122 @@ class TermSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _no_settings(epochs: int) -> dict[str, Any]:
+def _nothing(epochs: int) -> dict[str, Any]:
     return {}
+
+
+def _no_terms(loss: Any) -> list[TermSpec]:
+    return []
+
+
+#: the ``loss.*`` keys several methods read; every other method option lives in ``loss.options.*``
+SHARED_KEYS = ("alpha", "temperature", "t2", "detach", "eps", "dynamic", "rampup_epochs", "rampup", "label_smoothing")
+#: what DHM's pairwise mimicking reads
+PAIR_KEYS = ("alpha", "temperature", "t2", "detach", "eps", "dynamic", "rampup_epochs", "rampup")
+ANY_HEADS = ("paper", "list", "light-every-stage", "peers", "byot")  # layouts whose heads are plain classifiers
+TASKS_ALL = ("classification", "retrieval")
 
 
 @dataclass(frozen=True)
 class Method:
-    """A branch policy and the loss terms over the model's named outputs (see the module docstring)."""
+    """A method's contract and its loss terms (see the module docstring)."""
 
-    terms: Callable[[Any], list[TermSpec]]  # (the run's LossConfig) -> its term specs
-    branches: str = "recipe"  # none | recipe
-    settings: Callable[[int], dict[str, Any]] = _no_settings  # train.epochs -> {dotted key: value}
+    terms: Callable[[Any], list[TermSpec]] = _no_terms  # (the run's LossConfig) -> the terms it adds
+    layout: str = "paper"  # the branch layout it trains by default ("none": the plain backbone)
+    layouts: tuple[str, ...] = ()  # layout families it accepts (default: the family of ``layout``); "list": specs
+    supervise: str = "all"  # heads the task supervises: all | main | none (the method replaces the supervision)
+    sampler: str = ""  # the training sampler it requires ("" = the task's)
+    tasks: tuple[str, ...] = ("classification",)
+    reads: tuple[str, ...] = ()  # the shared loss keys it reads (SHARED_KEYS)
+    options: type | None = None  # the dataclass of its own options, loss.options.*
+    step: Callable[[Any], str] = lambda options: "joint"  # (its options) -> the step kind (dhm.engine.STEPS)
+    defaults: Callable[[int], dict[str, Any]] = _nothing  # train.epochs -> {dotted key: value}, soft
+    settings: Callable[[int], dict[str, Any]] = _nothing  # a variant's defining settings (replace a recipe's)
+    base: str = ""  # the method a variant is of
     doc: str = ""
     alias_of: str = ""  # an older name of another method
 
     def __post_init__(self) -> None:
-        if self.branches not in ("none", "recipe"):
-            raise ValueError(f"a method's branches are 'none' or 'recipe', got {self.branches!r}")
+        if self.supervise not in ("all", "main", "none"):
+            raise ValueError(f"a method supervises 'all', 'main' or 'none' heads, got {self.supervise!r}")
+        unknown = set(self.reads) - set(SHARED_KEYS)
+        if unknown:
+            raise ValueError(f"a method reads shared loss keys ({', '.join(SHARED_KEYS)}); {sorted(unknown)} are not")
+
+    @property
+    def branches(self) -> str:
+        """``none`` for a method on the plain backbone, else ``branched``."""
+        return "none" if self.layout == "none" else "branched"
+
+    def accepts(self) -> tuple[str, ...]:
+        """The layout families this method trains on."""
+        return self.layouts or (layout_family(self.layout),)
+
+
+def layout_family(value: Any) -> str:
+    """The family of a ``model.branches`` value: ``list`` for branch specs, else the name before ``:``."""
+    return "list" if isinstance(value, (list, tuple)) else str(value).partition(":")[0]
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
-def ce_terms(loss: Any, heads: str = "main") -> list[TermSpec]:
-    """Cross-entropy on ``heads`` with the run's label smoothing."""
-    return [TermSpec("ce", {"heads": heads, "label_smoothing": loss.label_smoothing})]
+def pair_kl(loss: Any, **fixed: Any) -> TermSpec:
+    """DHM's pairwise mimicking over every ordered head pair with the run's shared keys and ``fixed`` options."""
+    keys = {k: getattr(loss, k) for k in PAIR_KEYS}
+    return TermSpec("pair_kl", {"graph": "all", **keys, **fixed})
 
 
-def dhm_terms(loss: Any) -> list[TermSpec]:
-    """DHM: cross-entropy on every head plus mimicking over every ordered head pair, teacher detached."""
-    kl = {
-        "graph": "all",
-        "alpha": loss.alpha,
-        "temperature": loss.temperature,
-        "eps": loss.eps,
-        "dynamic": loss.dynamic,
-        "rampup_epochs": loss.rampup_epochs,
-        "rampup": loss.rampup,
-    }
-    return [*ce_terms(loss, "all"), TermSpec("pair_kl", kl)]
+def variant(base: str, settings: Callable[[int], dict[str, Any]], doc: str) -> Method:
+    """A variant of the registered method ``base``: the same contract and terms with its defining ``settings``."""
+    return replace(METHODS.get(base), settings=settings, base=base, doc=doc)
 
 
-def _method(name: str, terms: Callable, branches: str = "recipe", settings: Callable = _no_settings, doc: str = ""):
-    METHODS.register(name)(Method(terms, branches, settings, doc))
+def gentle(epochs: int) -> dict[str, Any]:
+    """Mimicking at half weight, ramped up with a sigmoid over the first half of the run (``dhm-gentle``,
+    ``loss.preset=gentle``): chosen on validation by benchmarks/never_hurts.sh, RESULTS.md."""
+    return {"loss.alpha": 0.5, "loss.rampup": "sigmoid", "loss.rampup_epochs": max(1, epochs // 2)}
 
 
-_method("ce", ce_terms, "none", doc="plain training: the backbone alone, cross-entropy")
-_method("ls", ce_terms, "none", lambda e: {"loss.label_smoothing": 0.1}, "plain training with label smoothing 0.1")
-_method("dsl", lambda loss: ce_terms(loss, "all"), doc="deep supervision: the branches, cross-entropy on every head")
-_method("dhm", dhm_terms, doc="DHM: cross-entropy on every head + pairwise mimicking (loss.* as configured)")
-_method(
-    "dhm-released",
-    dhm_terms,
-    settings=lambda e: {"loss.dynamic": "released"},
-    doc="DHM with the released code's stochastic pair-gradient law",
+METHODS.register("ce")(
+    Method(layout="none", supervise="main", tasks=TASKS_ALL, reads=("label_smoothing",), doc="plain training")
 )
-_method(
-    "dhm-bernoulli",
-    dhm_terms,
-    settings=lambda e: {"loss.dynamic": "bernoulli(0.5)"},
-    doc="DHM, each pair gradient stopped with probability 0.5",
+METHODS.register("ls")(
+    Method(
+        layout="none",
+        supervise="main",
+        reads=("label_smoothing",),
+        defaults=lambda e: {"loss.label_smoothing": 0.1},
+        doc="plain training with label smoothing 0.1",
+    )
 )
-_method("dhm-fork", dhm_terms, settings=lambda e: {"model.dynamic_fork": True}, doc="DHM, stochastic fork point")
-_method(
-    "dhm-rampup",
-    dhm_terms,
-    settings=lambda e: {"loss.rampup": "sigmoid", "loss.rampup_epochs": max(1, e // 4)},
-    doc="DHM, mimicking ramped up with a sigmoid over the first quarter of the run",
+METHODS.register("dsl")(
+    Method(layouts=ANY_HEADS, tasks=TASKS_ALL, reads=("label_smoothing",), doc="deep supervision: every head")
 )
-_method(
-    "dhm-gentle",
-    dhm_terms,
-    settings=lambda e: {"loss.preset": "gentle"},
-    doc="DHM with loss.preset=gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md)",
+METHODS.register("dhm")(
+    Method(
+        lambda loss: [pair_kl(loss)],
+        layouts=ANY_HEADS,
+        tasks=TASKS_ALL,
+        reads=SHARED_KEYS,
+        doc="DHM: every head supervised + pairwise KL over every ordered head pair, teacher detached",
+    )
 )
-
-
-METHODS.register("dhm-official")(  # the older name: the same method, marked as an alias
-    replace(METHODS.get("dhm-released"), doc="old name of dhm-released", alias_of="dhm-released")
+for _name, _settings, _doc in (
+    ("dhm-released", lambda e: {"loss.dynamic": "released"}, "DHM with the released code's stochastic pair law"),
+    ("dhm-bernoulli", lambda e: {"loss.dynamic": "bernoulli(0.5)"}, "DHM, each pair gradient stopped w.p. 0.5"),
+    ("dhm-fork", lambda e: {"model.dynamic_fork": True}, "DHM, stochastic fork point"),
+    (
+        "dhm-rampup",
+        lambda e: {"loss.rampup": "sigmoid", "loss.rampup_epochs": max(1, e // 4)},
+        "DHM, mimicking ramped up with a sigmoid over the first quarter of the run",
+    ),
+    ("dhm-gentle", gentle, "DHM at alpha 0.5, sigmoid ramp-up over half the run (= loss.preset=gentle; RESULTS.md)"),
+):
+    METHODS.register(_name)(variant("dhm", _settings, _doc))
+METHODS.register("dhm-official")(
+    replace(METHODS.get("dhm-released"), alias_of="dhm-released", doc="old name of dhm-released")
 )
-
-
-def suffix_method(suffix: str, task: str | None) -> str:
-    """The method a setup recipe's name suffix means: in a re-ID setup (``train.task: retrieval``) ``_dsl`` and
-    ``_dhm`` are the re-ID methods ``bot-dsl`` and ``bot-dhm`` (``market1501/resnet50_dhm``), elsewhere the method
-    of that name."""
-    reid = f"bot-{suffix}"
-    return reid if task == "retrieval" and reid in METHODS else suffix
 
 
 def get_method(name: str) -> Method:

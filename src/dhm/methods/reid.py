@@ -1,53 +1,40 @@
-"""The re-ID methods: BoT's strong baseline on the main head or every head, with DHM's mimicking and embedding
-mimicking (docs/method.md section 7)."""
+"""The re-ID method of its own: DHM with embedding mimicking (docs/method.md section 7). BoT's supervision
+(identity cross-entropy + batch-hard triplet + center loss) belongs to the retrieval task, so every method that
+supports ``retrieval`` trains on top of it: ``market1501/resnet50 loss.mode=dhm`` is BoT + DHM, ``loss.mode=ce``
+is BoT alone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from .core import TermSpec, _method, ce_terms, dhm_terms
+from ..errors import ConfigError
+from .core import METHODS, SHARED_KEYS, Method, TermSpec, pair_kl
 
 
-def bot_terms(loss: Any, heads: str = "main", mimic: bool = False, embed: bool = False) -> list[TermSpec]:
-    """The re-ID strong baseline (BoT) on ``heads``: identity cross-entropy (label smoothing) + batch-hard triplet
-    (+ center loss with ``loss.center_weight > 0``); with ``mimic`` DHM's pairwise KL on the identity logits, with
-    ``embed`` embedding mimicking."""
-    terms = [
-        *ce_terms(loss, heads),
-        TermSpec("triplet", {"heads": heads, "margin": loss.margin, "weight": loss.triplet_weight}),
-    ]
-    if mimic:
-        terms.append(dhm_terms(loss)[-1])
-    if embed:
-        terms.append(TermSpec("pair_dist", {"graph": "all", "weight": loss.embed_weight}))
-    if loss.center_weight > 0:
-        terms.append(TermSpec("center", {"heads": heads, "weight": loss.center_weight, "lr": loss.center_lr}))
-    return terms
+@dataclass
+class EmbeddingOptions:
+    embed_weight: float = 1.0  # weight of the embedding-mimicking term (the heads' in-batch distance matrices)
+
+    def __post_init__(self) -> None:
+        if self.embed_weight < 0:
+            raise ConfigError(f"loss.options.embed_weight must be >= 0, got {self.embed_weight!r}")
 
 
-def _bot_settings(epochs: int) -> dict[str, Any]:
-    return {"loss.label_smoothing": 0.1}
+def _emb_terms(loss: Any) -> list[TermSpec]:
+    return [pair_kl(loss), TermSpec("pair_dist", {"graph": "all", "weight": loss.options.embed_weight})]
 
 
-_method(
-    "bot", bot_terms, "none", _bot_settings, "re-ID strong baseline: identity CE (smoothing 0.1) + batch-hard triplet"
+METHODS.register("dhm-emb")(
+    Method(
+        _emb_terms,
+        layouts=("paper", "list", "light-every-stage", "byot"),
+        tasks=("retrieval",),
+        reads=SHARED_KEYS,
+        options=EmbeddingOptions,
+        doc="DHM + embedding mimicking (the heads' in-batch distance matrices, teacher detached); re-ID",
+    )
 )
-_method("bot-dsl", lambda loss: bot_terms(loss, "all"), settings=_bot_settings, doc="bot on every head, no mimicking")
-_method(
-    "bot-dhm",
-    lambda loss: bot_terms(loss, "all", mimic=True),
-    settings=_bot_settings,
-    doc="bot on every head + DHM's pairwise KL on the identity logits",
-)
-_method(
-    "bot-dhm-gentle",
-    lambda loss: bot_terms(loss, "all", mimic=True),
-    settings=lambda e: {**_bot_settings(e), "loss.preset": "gentle"},
-    doc="bot-dhm with loss.preset=gentle (alpha 0.5, sigmoid ramp-up over half the run)",
-)
-_method(
-    "bot-dhm-emb",
-    lambda loss: bot_terms(loss, "all", mimic=True, embed=True),
-    settings=_bot_settings,
-    doc="bot-dhm + embedding mimicking (the heads' in-batch distance matrices, teacher detached)",
-)
+
+#: the re-ID methods' former names: the method each is now, on a retrieval recipe (the task supervises as BoT)
+RENAMED = {"bot": "ce", "bot-dsl": "dsl", "bot-dhm": "dhm", "bot-dhm-gentle": "dhm-gentle", "bot-dhm-emb": "dhm-emb"}

@@ -1,124 +1,182 @@
 """DHM's sibling methods (docs/method.md section 8): DSN, DKS, DML, ONE, OKDDip, BYOT, CS-KD and PS-KD, each a
-branch layout (``model.branches``) and loss terms with its authors' defaults as settings."""
+required branch layout, its own options (``loss.options.*``) and loss terms, with its authors' defaults."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from .core import TermSpec, _method, ce_terms
+from ..errors import ConfigError
+from .core import ANY_HEADS, METHODS, PAIR_KEYS, Method, TermSpec, pair_kl
 
 
-def pair_terms(loss: Any, **fixed: Any) -> list[TermSpec]:
-    """Cross-entropy on every head plus a pair-KL term over every ordered pair with the run's switches
-    (``loss.temperature``, ``loss.t2``, ``loss.detach``, ``loss.alpha``) and ``fixed`` options."""
-    kl = {
-        "graph": "all",
-        "alpha": loss.alpha,
-        "temperature": loss.temperature,
-        "t2": loss.t2,
-        "detach": loss.detach,
-        "eps": loss.eps,
-        "rampup_epochs": loss.rampup_epochs,
-        "rampup": loss.rampup,
-        **fixed,
-    }
-    return [*ce_terms(loss, "all"), TermSpec("pair_kl", kl)]
+def _check(ok: bool, key: str, words: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"loss.options.{key} must be {words}, got {value!r}")
 
 
-def dsn_terms(loss: Any) -> list[TermSpec]:
-    """DSN: cross-entropy on the main head plus the companion objectives on the auxiliary heads, their weight
-    decaying to 0 at ``loss.aux_stop``."""
-    aux = {"weight": loss.aux_weight, "decay": loss.aux_decay, "stop": loss.aux_stop}
-    return [*ce_terms(loss, "main"), TermSpec("ce_aux", aux)]
+@dataclass
+class DSNOptions:
+    aux_weight: float | list[float] = 1.0  # weight of the auxiliary heads' CE at the start (or one per head)
+    aux_decay: str = "linear"  # linear (to 0 at aux_stop) | none (constant until aux_stop)
+    aux_stop: float = 0.0  # epoch after which the auxiliary terms stop (0 = the end of the run)
+
+    def __post_init__(self) -> None:
+        weights = self.aux_weight if isinstance(self.aux_weight, list) else [self.aux_weight]
+        _check(all(w >= 0 for w in weights), "aux_weight", ">= 0", self.aux_weight)
+        _check(self.aux_stop >= 0, "aux_stop", ">= 0 (0 = the end of the run)", self.aux_stop)
 
 
-_method(
-    "dsn",
-    dsn_terms,
-    settings=lambda e: {"model.branches": "light-every-stage", "loss.aux_stop": float(e)},
-    doc="DSN (Lee et al. 2015): light classifiers after every stage, their CE weight decaying to 0 over the run",
+@dataclass
+class DMLOptions:
+    peer_update: str = "joint"  # joint (all peers in one step) | alternating (one after another, the paper)
+
+    def __post_init__(self) -> None:
+        _check(self.peer_update in ("joint", "alternating"), "peer_update", "joint or alternating", self.peer_update)
+
+
+@dataclass
+class BYOTOptions:
+    hint_weight: float = 0.03  # lambda of the feature hint (0 = off)
+
+    def __post_init__(self) -> None:
+        _check(self.hint_weight >= 0, "hint_weight", ">= 0 (0 = off)", self.hint_weight)
+
+
+@dataclass
+class CSKDOptions:
+    weight: float = 1.0  # lambda of the class-wise KL term
+    partner_forward: str = "separate"  # separate (partners in a no-grad forward, as the authors) | shared
+
+    def __post_init__(self) -> None:
+        _check(self.weight >= 0, "weight", ">= 0", self.weight)
+        ok = self.partner_forward in ("shared", "separate")
+        _check(ok, "partner_forward", "shared or separate", self.partner_forward)
+
+
+@dataclass
+class PSKDOptions:
+    final_alpha: float = 0.8  # the weight of last epoch's predictions in the targets at the last epoch
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.final_alpha <= 1, "final_alpha", "in [0, 1]", self.final_alpha)
+
+
+def _dsn(loss: Any) -> list[TermSpec]:
+    o = loss.options
+    return [TermSpec("ce_aux", {"weight": o.aux_weight, "decay": o.aux_decay, "stop": o.aux_stop})]
+
+
+PAPER_PAIRS = {"loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0}
+ONE_RAMP = {"loss.rampup": "sigmoid"}
+
+METHODS.register("dsn")(
+    Method(
+        _dsn,
+        layout="light-every-stage",
+        layouts=("light-every-stage", "list"),
+        supervise="main",
+        options=DSNOptions,
+        reads=("label_smoothing",),
+        defaults=lambda e: {"loss.options.aux_stop": float(e)},
+        doc="DSN (Lee et al. 2015): light classifiers after every stage, their CE weight decaying to 0 over the run",
+    )
 )
-_method(
-    "dks",
-    pair_terms,
-    settings=lambda e: {"loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0},
-    doc="DKS (Sun et al. 2019): CE on every head + KL over all ordered head pairs, T=1, no T^2, teacher detached",
+METHODS.register("dks")(
+    Method(
+        lambda loss: [pair_kl(loss)],
+        layouts=ANY_HEADS,
+        tasks=("classification", "retrieval"),
+        reads=(*PAIR_KEYS, "label_smoothing"),
+        defaults=lambda e: dict(PAPER_PAIRS),
+        doc="DKS (Sun et al. 2019): CE on every head + KL over all ordered head pairs, T=1, no T^2, teacher detached",
+    )
 )
-_method(
-    "dml",
-    lambda loss: pair_terms(loss, per_student=True),
-    settings=lambda e: {"model.branches": "peers:2", "loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0},
-    doc="DML (Zhang et al. 2018): K full networks (model.branches=peers:K), each CE + mean KL to the others",
+METHODS.register("dml")(
+    Method(
+        lambda loss: [pair_kl(loss, per_student=True)],
+        layout="peers:2",
+        options=DMLOptions,
+        reads=(*PAIR_KEYS, "label_smoothing"),
+        step=lambda o: o.peer_update if o.peer_update == "alternating" else "joint",
+        defaults=lambda e: dict(PAPER_PAIRS),
+        doc="DML (Zhang et al. 2018): K full networks (model.branches=peers:K), each CE + mean KL to the others",
+    )
 )
-
-
-_method(
-    "one",
-    lambda loss: pair_terms(loss, graph="gate-teaches"),
-    settings=lambda e: {
-        "model.branches": "one:3",
-        "loss.temperature": 3.0,
-        "loss.eps": 0.0,
-        "loss.rampup": "sigmoid",
-        "loss.rampup_epochs": e * 80 / 300,
-    },
-    doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
+METHODS.register("one")(
+    Method(
+        lambda loss: [pair_kl(loss, graph="gate-teaches")],
+        layout="one:3",
+        reads=(*PAIR_KEYS, "label_smoothing"),
+        defaults=lambda e: {"loss.temperature": 3.0, "loss.eps": 0.0, **ONE_RAMP, "loss.rampup_epochs": e * 80 / 300},
+        doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
+    )
 )
-_method(
-    "okddip",
-    lambda loss: [
-        TermSpec(
-            "okddip",
-            {
-                "temperature": loss.temperature,
-                "detach": loss.detach,
-                "rampup_epochs": loss.rampup_epochs,
-                "rampup": loss.rampup,
-                "t2": loss.t2,
-            },
-        )
-    ],
-    settings=lambda e: {
-        "model.branches": "okddip:3",
-        "loss.temperature": 3.0,
-        "loss.detach": False,
-        "loss.rampup": "sigmoid",
-        "loss.rampup_epochs": e * 80 / 300,
-    },
-    doc="OKDDip (Chen et al. 2020): 3 peers learn from attention-mixed peer targets, the leader from the peer mean",
+METHODS.register("okddip")(
+    Method(
+        lambda loss: [
+            TermSpec(
+                "okddip", {k: getattr(loss, k) for k in ("temperature", "detach", "rampup_epochs", "rampup", "t2")}
+            )
+        ],
+        layout="okddip:3",
+        supervise="none",
+        reads=("temperature", "detach", "rampup_epochs", "rampup", "t2"),
+        defaults=lambda e: {
+            "loss.temperature": 3.0,
+            "loss.detach": False,
+            **ONE_RAMP,
+            "loss.rampup_epochs": e * 80 / 300,
+        },
+        doc="OKDDip (Chen et al. 2020): 3 peers learn from attention-mixed peer targets, the leader from the peer mean",
+    )
 )
-_method(
-    "byot",
-    lambda loss: [
-        TermSpec(
-            "byot",
-            {
-                "alpha": loss.alpha,
-                "temperature": loss.temperature,
-                "hint": loss.hint_weight,
-                "t2": loss.t2,
-                "detach": loss.detach,
-            },
-        )
-    ],
-    settings=lambda e: {"model.branches": "byot", "loss.alpha": 0.3, "loss.temperature": 3.0},
-    doc="BYOT (Zhang et al. 2019): a head after every stage, the deepest teaches: (1-a) CE + a T^2 KL + feature hint",
+METHODS.register("byot")(
+    Method(
+        lambda loss: [
+            TermSpec(
+                "byot",
+                {
+                    "alpha": loss.alpha,
+                    "temperature": loss.temperature,
+                    "hint": loss.options.hint_weight,
+                    "t2": loss.t2,
+                    "detach": loss.detach,
+                },
+            )
+        ],
+        layout="byot",
+        supervise="none",
+        options=BYOTOptions,
+        reads=("alpha", "temperature", "t2", "detach"),
+        defaults=lambda e: {"loss.alpha": 0.3, "loss.temperature": 3.0},
+        doc="BYOT (Zhang et al. 2019): a head after every stage, the deepest teaches: (1-a) CE + a T^2 KL + feature hint",
+    )
 )
-_method(
-    "cskd",
-    lambda loss: [
-        TermSpec(
-            "cskd",
-            {"weight": loss.self_weight, "temperature": loss.temperature, "t2": loss.t2, "detach": loss.detach},
-        )
-    ],
-    "none",
-    lambda e: {"data.sampler": "class_pairs", "loss.temperature": 4.0, "loss.partner_forward": "separate"},
-    "CS-KD (Yun et al. 2020): anchor + same-class partner per pair (data.sampler=class_pairs), CE + T^2 KL at T=4",
+METHODS.register("cskd")(
+    Method(
+        lambda loss: [
+            TermSpec(
+                "cskd",
+                {"weight": loss.options.weight, "temperature": loss.temperature, "t2": loss.t2, "detach": loss.detach},
+            )
+        ],
+        layout="none",
+        supervise="none",
+        sampler="class_pairs",
+        options=CSKDOptions,
+        reads=("temperature", "t2", "detach"),
+        step=lambda o: "pairs" if o.partner_forward == "separate" else "joint",
+        defaults=lambda e: {"loss.temperature": 4.0},
+        doc="CS-KD (Yun et al. 2020): anchor + same-class partner per pair (the class_pairs sampler), CE + T^2 KL at T=4",
+    )
 )
-_method(
-    "pskd",
-    lambda loss: [TermSpec("pskd", {"alpha": loss.self_alpha})],
-    "none",
-    doc="PS-KD (Kim et al. 2021): targets mixed with last epoch's own predictions, weight rising linearly to 0.8",
+METHODS.register("pskd")(
+    Method(
+        lambda loss: [TermSpec("pskd", {"alpha": loss.options.final_alpha})],
+        layout="none",
+        supervise="none",
+        options=PSKDOptions,
+        doc="PS-KD (Kim et al. 2021): targets mixed with last epoch's own predictions, weight rising linearly to 0.8",
+    )
 )

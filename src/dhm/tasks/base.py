@@ -72,6 +72,12 @@ class Task:
         """Refuse labels the task cannot train or evaluate (raise :class:`~dhm.errors.DataError`)."""
 
     # ----- training -----------------------------------------------------------------------------------------
+    def supervision(self, loss: Any, heads: str) -> list[tuple[str, dict[str, Any]]]:
+        """The loss terms (registered name, options) that supervise ``heads`` (``all`` or ``main``) under the run's
+        ``loss`` config (its shared keys and ``loss.supervision``, the task's options): cross-entropy with the
+        run's label smoothing by default."""
+        return [("ce", {"heads": heads, "label_smoothing": loss.label_smoothing})]
+
     def step_counters(self, outputs: Any, target: Tensor) -> Tensor | None:
         """Device counters of one training micro-batch, a float (K,) tensor summed over the epoch (no host
         synchronisation). ``None``: nothing counted."""

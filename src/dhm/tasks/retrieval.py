@@ -7,6 +7,7 @@ convention (:mod:`dhm.retrieval`). A split whose samples carry ``meta["role"]`` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,11 +15,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..branches import DHMModel, has_neck, head_logits, unwrap
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..options import SUPERVISION
 from ..retrieval import evaluate, evaluate_features, rerank
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
 
 RANKS = (1, 5, 10)
+
+
+@dataclass
+class RetrievalSupervision:
+    """The retrieval task's supervision options (``loss.supervision.*``): BoT's identity cross-entropy (its label
+    smoothing is the shared ``loss.label_smoothing``), batch-hard triplet and, with a weight, the center loss."""
+
+    margin: float = 0.3  # triplet margin (0 = soft margin)
+    triplet_weight: float = 1.0  # weight of the batch-hard triplet term
+    center_weight: float = 0.0  # weight of the center loss (0 = off; BoT: 5e-4)
+    center_lr: float = 0.5  # SGD learning rate of the centers' own update (BoT)
+
+    def __post_init__(self) -> None:
+        for key, ok, words in (
+            ("margin", self.margin >= 0, ">= 0 (0 = soft margin)"),
+            ("triplet_weight", self.triplet_weight >= 0, ">= 0"),
+            ("center_weight", self.center_weight >= 0, ">= 0 (0 = off)"),
+            ("center_lr", self.center_lr > 0, "> 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"loss.supervision.{key} must be {words}, got {getattr(self, key)!r}")
 
 
 def _embeddings(inner: nn.Module, x: Tensor, heads: bool, flip: bool = False) -> list[Tensor]:
@@ -57,6 +80,17 @@ class Retrieval(Task):
     sampler = "identity"
     labels = {"mAP/main": ("mAP", " (%)")}
     panels = (PlotPanel("retrieval.png", "validation mAP per head", "mAP (%)", ("val/mAP/",)),)
+
+    def supervision(self, loss: Any, heads: str) -> list[tuple[str, dict[str, Any]]]:
+        """BoT's supervision of ``heads``: identity cross-entropy + batch-hard triplet (+ center loss)."""
+        s = loss.supervision
+        terms = [
+            *super().supervision(loss, heads),
+            ("triplet", {"heads": heads, "margin": s.margin, "weight": s.triplet_weight}),
+        ]
+        if s.center_weight > 0:
+            terms.append(("center", {"heads": heads, "weight": s.center_weight, "lr": s.center_lr}))
+        return terms
 
     def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
         """Training labels are identity indices 0..N-1; evaluation splits hold any identity ids."""
@@ -173,3 +207,4 @@ class Retrieval(Task):
 
 
 TASKS.register("retrieval")(Retrieval())
+SUPERVISION["retrieval"] = RetrievalSupervision

@@ -1,4 +1,5 @@
-"""DML's alternating update (Zhang et al. 2018, Algorithm 1), ``loss.peer_update=alternating``: the peers of a
+"""DML's alternating update (Zhang et al. 2018, Algorithm 1), the step ``alternating`` (``loss.mode=dml
+loss.options.peer_update=alternating``): the peers of a
 ``model.branches=peers:K`` model take their optimizer steps one after another, each against the predictions of the
 peers as they are after the updates already made in this step.
 
@@ -20,15 +21,13 @@ from torch import Tensor, nn
 
 from ..branches import DHMModel, unwrap
 from ..errors import ConfigError
-from .precision import autocast
-from .step import STEPS, EagerStep, Meta, StepOutput
-
-UPDATES = ("joint", "alternating")
+from ..precision import autocast
+from .base import STEPS, EagerStep, Meta, StepOutput
 
 
 def peer_networks(model: nn.Module) -> list[nn.Module] | None:
-    """The K peers of a DML model, the main network first (each maps images to logits), or None when ``model`` is
-    not a model of peers only (``model.branches=peers:K``)."""
+    """The K peers of a model of peers (``model.branches=peers:K``), the main network first (each maps images to
+    logits), or None when ``model`` is not a model of peers only."""
     inner = unwrap(model)
     if not isinstance(inner, DHMModel) or not inner.specs or inner.gate is not None or inner.attention is not None:
         return None
@@ -37,33 +36,30 @@ def peer_networks(model: nn.Module) -> list[nn.Module] | None:
     return [inner.backbone, *inner.branches.values()]
 
 
-def check_alternating(update: str, model: nn.Module, distributed: bool, accum: int, cuda_graph: bool) -> None:
-    """ConfigError unless ``loss.peer_update`` is known and, when alternating, the run can step peer by peer."""
-    if update not in UPDATES:
-        raise ConfigError(f"loss.peer_update is one of {', '.join(UPDATES)}, got {update!r}")
-    if update == "joint":
-        return
-    if peer_networks(model) is None:
-        raise ConfigError(
-            "loss.peer_update=alternating steps whole networks one after another: it needs a model of peers "
-            "(model.branches=peers:K, as loss.mode=dml sets)"
-        )
-    if distributed or accum != 1 or cuda_graph:
-        raise ConfigError(
-            "loss.peer_update=alternating runs in one process with train.accum_steps=1 and no train.cuda_graph"
-        )
-
-
 @STEPS.register("alternating")
 class AlternatingStep(EagerStep):
     """One step of DML's alternating update (module docstring): K backward passes and K optimizer steps, one per
     peer, from one forward of every peer plus K - 1 re-runs of an updated peer without gradient."""
 
+    eager_only = True  # the peers run one by one
+
+    @classmethod
+    def check(cls, model: nn.Module, **run) -> None:
+        if peer_networks(model) is None:
+            raise ConfigError(
+                "the alternating step moves whole networks one after another: it needs a model of peers "
+                "(model.branches=peers:K)"
+            )
+        if run["distributed"] or run["accum"] != 1 or run["cuda_graph"]:
+            raise ConfigError(
+                "the alternating step runs in one process with train.accum_steps=1 and no train.cuda_graph"
+            )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         peers = peer_networks(self.model)
         if peers is None:
-            raise ConfigError("loss.peer_update=alternating needs a model of peers (model.branches=peers:K)")
+            raise ConfigError("the alternating step needs a model of peers (model.branches=peers:K)")
         self.peers = peers
         self.output_type = unwrap(self.model).output_type
 

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..precision import autocast
 from ..registry import Registry
-from .precision import autocast
 
 StepOutput = tuple[Tensor, Tensor]  # (loss components stacked in ``keys`` order, the task's step counters)
 Meta = dict[str, Tensor]  # the batch's per-sample metadata (dhm.data.Batch.meta), for loss terms that read it
@@ -26,7 +26,18 @@ Counters = Callable[[object, Tensor], "Tensor | None"]  # (model output, labels)
 
 
 class EagerStep:
-    """Forward, loss and backward of one micro-batch; the SGD update after the last micro-batch of a step."""
+    """Forward, loss and backward of one micro-batch; the SGD update after the last micro-batch of a step.
+
+    A step kind is registered in :data:`STEPS`; a method names the kind it trains with
+    (:attr:`dhm.methods.Method.step`) and the engine runs it knowing no method. ``check`` refuses, before a run
+    starts, a run the step cannot train; ``eager_only`` steps are never compiled."""
+
+    eager_only = False
+
+    @classmethod
+    def check(cls, model: nn.Module, **run) -> None:
+        """ConfigError unless this step can train ``model`` in a run of ``run``'s settings (``distributed``,
+        ``accum``, ``cuda_graph``, ``amp``, ``device``, ``optimizer``, ``loss_fn``, ``sampler``)."""
 
     def __init__(
         self,
@@ -88,13 +99,24 @@ class GraphStep(EagerStep):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.check(self.device, self.distributed, self.accum, self.amp, self.optimizer)
+        self.check_capture(self.device, self.distributed, self.accum, self.amp, self.optimizer)
         self.lrs = [torch.tensor(float(g["lr"]), device=self.device) for g in self.optimizer.param_groups]
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
 
+    @classmethod
+    def check(cls, model: nn.Module, **run) -> None:
+        if getattr(run.get("loss_fn"), "own_optimizers", None):
+            raise ConfigError(
+                "train.cuda_graph=true captures the model's update only: not with a loss term's own "
+                "optimizer (a center loss)"
+            )
+        cls.check_capture(run["device"], run["distributed"], run["accum"], run["amp"], run["optimizer"])
+
     @staticmethod
-    def check(device: torch.device, distributed: bool, accum: int, amp: str, optimizer: torch.optim.Optimizer) -> None:
+    def check_capture(
+        device: torch.device, distributed: bool, accum: int, amp: str, optimizer: torch.optim.Optimizer
+    ) -> None:
         """ConfigError unless the step can be captured (called before a run starts)."""
         if device.type != "cuda" or distributed or accum != 1 or amp == "fp16":
             raise ConfigError(
@@ -154,18 +176,15 @@ STEPS.register("eager")(EagerStep)
 STEPS.register("graph")(GraphStep)  # train.cuda_graph; "alternating" and "pairs" register in their own modules
 
 
-def step_kind(peer_update: str, partner_forward: str, cuda_graph: bool) -> str:
-    """The kind of step (:data:`STEPS`) of ``loss.peer_update``, ``loss.partner_forward`` and ``train.cuda_graph``:
-    ``alternating`` (DML's peer-by-peer update, :mod:`dhm.engine.alternating`), ``pairs`` (CS-KD's partners in a
-    forward of their own, :mod:`dhm.engine.paired`), ``graph`` or ``eager``."""
-    if peer_update == "alternating":
-        return "alternating"
-    if partner_forward == "separate":
-        return "pairs"
+def run_kind(method_step: str, cuda_graph: bool) -> str:
+    """The registered step kind of a run: the method's own step, or for the ``joint`` step of most methods
+    ``graph`` (``train.cuda_graph``) or ``eager``."""
+    if method_step != "joint":
+        return method_step
     return "graph" if cuda_graph else "eager"
 
 
 def make_step(kind: str, *args, **kwargs) -> EagerStep:
-    """The step object of a run: ``kind`` is ``eager``, ``graph`` (``train.cuda_graph``), ``alternating``
-    (``loss.peer_update=alternating``) or ``pairs`` (``loss.partner_forward=separate``); see :func:`step_kind`."""
+    """The step object of a run: ``kind`` is a registered step (``eager``, ``graph``, ``alternating``, ``pairs``,
+    or one a plugin registers); see :func:`run_kind`."""
     return STEPS.get(kind)(*args, **kwargs)

@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

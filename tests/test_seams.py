@@ -116,6 +116,7 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
     "data": {"base", "config"},
     "tasks": {"base", "branches", "retrieval"},
     "steps": {"base", "branches"},
+    "builtins": {"base", "methods", "config", "branches", "models", "losses", "retrieval", "data", "tasks", "steps"},
     "deployed": {"base", "branches", "models", "data", "retrieval"},
     "engine": {
         "base",
@@ -131,7 +132,7 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
         "steps",
     },
 }
-BASE = {"errors", "registry", "version", "dynamic", "files", "memory", "options", "precision"}
+BASE = {"errors", "registry", "version", "dynamic", "files", "memory", "options", "precision", "gather"}
 TOP = {
     "bench",
     "compare",
@@ -141,6 +142,7 @@ TOP = {
     "official",
     "model_report",
     "api_loss",
+    "plugins",
     "__main__",
     "__init__",
 }

@@ -7,6 +7,7 @@ Example:
     >>> deployable = dhm.strip(model)                                          # the plain backbone
 """
 
+from . import builtins  # noqa: F401 - register the methods written as plugin files (DLB)
 from .branches import (
     BranchSpec,
     DHMModel,

@@ -259,9 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(ns, target, [*getattr(ns, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .plugins import load_plugins
+
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # SIGTERM stops like Ctrl-C
     try:
+        load_plugins()  # DHM_PLUGINS and the dhm.plugins entry points, once (children of compare --jobs too)
         check_options(ns)
         return ns.fn(ns)
     except (DHMError, RegistryError) as exc:

@@ -80,7 +80,12 @@ class BatchPlan:
                 yield shard[step * self.batch_size : (step + 1) * self.batch_size], step, slice(None)
             return
         generator = generator or self.generator(epoch, device)
-        order = self.sampler.draw(self.steps, self.batch_size, generator, step_seed(self.seed, epoch, -2))
+        seed = step_seed(self.seed, epoch, -2)
+        if getattr(self.sampler, "continues", False):  # an order that continues the previous epoch's (DLB)
+            previous = step_seed(self.seed, epoch - 1, -2)
+            order = self.sampler.draw(self.steps, self.batch_size, generator, seed, previous_seed=previous)
+        else:
+            order = self.sampler.draw(self.steps, self.batch_size, generator, seed)
         for step in range(self.steps):
             batch = order[step * self.batch_size : (step + 1) * self.batch_size]
             for m in range(self.accum):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..gather import gather_equal
 from .kl import fp32
 from .terms import TERMS, Term
 
@@ -87,11 +87,5 @@ class ProgressiveSelfKD(Term):
     @torch.no_grad()
     def _remember(self, index: Tensor, probs: Tensor) -> None:
         """Write this step's predictions (every process's, under DDP) into the memory."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            world = dist.get_world_size()
-            all_index = index.new_empty(world * index.numel())
-            all_probs = probs.new_empty(world * probs.shape[0], probs.shape[1])
-            dist.all_gather_into_tensor(all_index, index.contiguous())
-            dist.all_gather_into_tensor(all_probs, probs.contiguous())
-            index, probs = all_index, all_probs
+        index, probs = gather_equal(index), gather_equal(probs)
         self.memory.index_copy_(0, index, probs.to(self.memory.dtype))

@@ -15,17 +15,20 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..gather import gather_rows
 from ..registry import Registry
 
 
 @dataclass(frozen=True)
 class EvalContext:
     """What the engine lends a task's evaluation: the device, a mixed-precision context, a sum over processes
-    (identity in a world of one) and an optional progress callback ``log(batches_done)``."""
+    and a gather of every process's rows (both identity in a world of one) and an optional progress callback
+    ``log(batches_done)``."""
 
     device: Any
     autocast: Callable[[], contextlib.AbstractContextManager]
     reduce_sum: Callable[[Tensor], Tensor]
+    gather: Callable[[Tensor], Tensor] = gather_rows  # every process's rows, concatenated (dhm.gather)
     heads: bool = True  # every head (and their ensemble) or only the deployed one
     log: Callable[[int], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the task's evaluation options (retrieval: flip, rerank)

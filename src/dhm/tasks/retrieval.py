@@ -122,14 +122,15 @@ class Retrieval(Task):
         inner.train(was_training)
         if not parts:
             raise DataError("the retrieval split is empty")
-        index = torch.cat([p[0] for p in parts])
-        size = self._reduce_size(index, ctx)
-        heads = [self._gather(index, torch.cat([p[1][k] for p in parts]), size, ctx) for k in range(len(parts[0][1]))]
-        pids = self._gather(index, torch.cat([p[2] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
-        cams = self._gather(index, torch.cat([p[3] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
-        roles = None
-        if parts[0][4] is not None:
-            roles = self._gather(index, torch.cat([p[4] for p in parts])[:, None].double(), size, ctx)[:, 0].long()
+        order = torch.argsort(ctx.gather(torch.cat([p[0] for p in parts])))  # the split's order, whatever the shards
+
+        def whole(column: int, k: int | None = None) -> Tensor:
+            rows = torch.cat([p[column][k] if k is not None else p[column] for p in parts])
+            return ctx.gather(rows)[order]
+
+        heads = [whole(1, k) for k in range(len(parts[0][1]))]
+        pids, cams = whole(2).long(), whole(3).long()
+        roles = whole(4).long() if parts[0][4] is not None else None
         names = list(inner.head_names) if ctx.heads and isinstance(inner, DHMModel) else ["main"]
         if len(heads) > 1:
             heads.append(F.normalize(torch.cat(heads, 1), dim=1))
@@ -148,22 +149,6 @@ class Retrieval(Task):
                 result[f"rank{k}/{name}"] = 100.0 * r["cmc"][min(k, len(r["cmc"])) - 1]
             result[f"mINP/{name}"] = 100.0 * r["mINP"]
         return result
-
-    @staticmethod
-    def _reduce_size(index: Tensor, ctx: EvalContext) -> int:
-        """A size that holds every process's indices: the sum over processes of (largest index + 1)."""
-        top = torch.full((1,), float(index.max()) + 1 if len(index) else 0.0, dtype=torch.float64, device=index.device)
-        return int(ctx.reduce_sum(top).item())
-
-    @staticmethod
-    def _gather(index: Tensor, values: Tensor, size: int, ctx: EvalContext) -> Tensor:
-        """Every process's rows placed at their samples' indices and summed over processes: the whole split."""
-        full = torch.zeros(size, values.shape[1], dtype=values.dtype, device=values.device)
-        seen = torch.zeros(size, 1, dtype=values.dtype, device=values.device)
-        full[index] = values
-        seen[index] = 1
-        ctx.reduce_sum(full), ctx.reduce_sum(seen)
-        return full[seen[:, 0] > 0]
 
     def describe(self, result: dict[str, float]) -> str:
         """The retrieval table of one evaluated split (``dhm eval``): a row per head and the concatenation, mAP,

@@ -35,8 +35,8 @@ COMMON = [
     "train.epochs=2",
     "train.limit_batches=5",
 ]
-SMOKE = ["smoke", "data.train_size=512", "data.test_size=128", "data.val_size=64"]
-REID = ["pku-reid", f"data.root={PKU}", "data.test_ids=12", "data.val_size=4", "model.widths=[8,8,16]"]
+SMOKE = ["smoke", "data.options.train_size=512", "data.options.test_size=128", "data.val_size=64"]
+REID = ["pku-reid", f"data.root={PKU}", "data.options.test_ids=12", "data.val_size=4", "model.widths=[8,8,16]"]
 CLASSIFICATION = [
     "ce", "ls", "dsl", "dhm", "dhm-released", "dhm-bernoulli", "dhm-fork", "dhm-rampup", "dhm-gentle",
     "dsn", "dks", "dml", "one", "okddip", "byot", "cskd", "pskd",

@@ -13,8 +13,8 @@ from pathlib import Path
 # One-epoch runs of 96 images: what the comparison tests train per mode and seed.
 COMPARE_TINY = [
     "train.progress=false",
-    "data.train_size=128",
-    "data.test_size=64",
+    "data.options.train_size=128",
+    "data.options.test_size=64",
     "data.val_size=32",
     "data.batch_size=32",
     "train.epochs=1",
@@ -22,8 +22,8 @@ COMPARE_TINY = [
 SMOKE = [
     "train.progress=false",
     "train.epochs=2",
-    "data.train_size=256",
-    "data.test_size=128",
+    "data.options.train_size=256",
+    "data.options.test_size=128",
     "data.val_size=64",
     "data.batch_size=32",
 ]
@@ -70,8 +70,8 @@ def dhm_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 TINY_RUN = [
     "train.progress=false",
     "train.epochs=1",
-    "data.train_size=64",
-    "data.test_size=32",
+    "data.options.train_size=64",
+    "data.options.test_size=32",
     "data.val_size=16",
     "data.batch_size=16",
 ]

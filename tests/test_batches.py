@@ -151,8 +151,8 @@ def _register():
 def test_a_sampler_and_a_term_reading_metadata_and_features_train_through_the_engine(tmp_path):
     _register()
     overrides = [
-        "data.train_size=128",
-        "data.test_size=64",
+        "data.options.train_size=128",
+        "data.options.test_size=64",
         "data.val_size=32",
         "data.batch_size=32",
         "data.sampler=toy-pairs",
@@ -181,8 +181,8 @@ def test_a_term_needing_features_refuses_a_model_without_them():
 
 def test_identity_sampler_and_carving_from_the_config(tmp_path):
     overrides = [
-        "data.train_size=256",
-        "data.test_size=64",
+        "data.options.train_size=256",
+        "data.options.test_size=64",
         "data.val_size=2",
         "data.val_by=identity",
         "data.sampler=identity",
@@ -253,8 +253,8 @@ def test_a_model_family_and_a_pair_graph_registered_from_outside_train(tmp_path)
         "model.name=toy_tinynet",
         "model.widths=null",
         "loss.mode=toy-branch-teaches",
-        "data.train_size=128",
-        "data.test_size=64",
+        "data.options.train_size=128",
+        "data.options.test_size=64",
         "data.val_size=32",
         "data.batch_size=32",
         "train.epochs=1",

@@ -90,12 +90,12 @@ def test_digits_and_synthetic():
     digits = build_dataset(_data_cfg("data.name=digits"))
     assert digits.train.images.shape[1:] == (1, 32, 32) and len(digits.train) + len(digits.test) == 1797
     assert len(digits.test) == 359  # the fixed 20% test split
-    a, b = (build_dataset(_data_cfg("data.name=synthetic", "data.train_size=64")) for _ in range(2))
+    a, b = (build_dataset(_data_cfg("data.name=synthetic", "data.options.train_size=64")) for _ in range(2))
     assert torch.equal(a.train.images, b.train.images) and a.train.images.shape == (64, 3, 32, 32)
 
 
 def test_validation_split_is_seeded_and_disjoint():
-    bundle = build_dataset(_data_cfg("data.name=synthetic", "data.train_size=100"))
+    bundle = build_dataset(_data_cfg("data.name=synthetic", "data.options.train_size=100"))
     train, val = split_validation(bundle.train, 0.2, seed=3)
     train2, val2 = split_validation(bundle.train, 0.2, seed=3)
     assert len(val) == 20 and len(train) == 80 and torch.equal(val.images, val2.images)
@@ -184,7 +184,7 @@ def test_batch_crop_and_flip_match_a_per_image_reference():
 
 
 def test_processes_and_accumulation_slice_the_same_global_batches():
-    bundle = build_dataset(_data_cfg("data.name=synthetic", "data.train_size=96"))
+    bundle = build_dataset(_data_cfg("data.name=synthetic", "data.options.train_size=96"))
     common = dict(
         train=True, batch_size=32, augment="cifar", mean=bundle.mean, std=bundle.std, device=torch.device("cpu"), seed=5
     )

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.dist
 COMMON = [
     "smoke",
     "train.progress=false",
-    "data.train_size=1024",
+    "data.options.train_size=1024",
     "data.val_size=256",
-    "data.test_size=256",
+    "data.options.test_size=256",
     "data.batch_size=64",
     "optim.lr=0.1",
 ]

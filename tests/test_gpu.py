@@ -16,8 +16,8 @@ pytestmark = [
 
 SMALL = [
     "data.name=synthetic",
-    "data.train_size=512",
-    "data.test_size=64",
+    "data.options.train_size=512",
+    "data.options.test_size=64",
     "data.val_size=64",
     "data.batch_size=64",
     "train.device=cuda",

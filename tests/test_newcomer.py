@@ -10,7 +10,13 @@ import pytest
 from dhm.config import dump_config, load_config
 from dhm.engine import build_trainer
 
-TINY = ["train.progress=false", "data.train_size=256", "data.test_size=64", "data.val_size=64", "data.batch_size=32"]
+TINY = [
+    "train.progress=false",
+    "data.options.train_size=256",
+    "data.options.test_size=64",
+    "data.val_size=64",
+    "data.batch_size=32",
+]
 
 
 def test_resume_auto_with_nothing_to_resume_says_so(tmp_path, capsys):

@@ -14,8 +14,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dhm"
 TINY = [
-    "data.train_size=256",
-    "data.test_size=64",
+    "data.options.train_size=256",
+    "data.options.test_size=64",
     "data.val_size=32",
     "data.batch_size=32",
     "train.epochs=2",

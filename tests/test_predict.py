@@ -16,7 +16,13 @@ from dhm.errors import CheckpointError
 from dhm.export import export
 from dhm.predict import load_deployed, load_images, predict
 
-SMOKE = ["train.progress=false", "train.epochs=1", "data.train_size=256", "data.test_size=64", "data.val_size=64"]
+SMOKE = [
+    "train.progress=false",
+    "train.epochs=1",
+    "data.options.train_size=256",
+    "data.options.test_size=64",
+    "data.val_size=64",
+]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,13 @@ from dhm.config import load_config
 from dhm.engine import build_trainer
 from dhm.engine.progress import LogProgress
 
-SMOKE = ["train.epochs=1", "data.train_size=256", "data.test_size=64", "data.val_size=64", "data.batch_size=32"]
+SMOKE = [
+    "train.epochs=1",
+    "data.options.train_size=256",
+    "data.options.test_size=64",
+    "data.val_size=64",
+    "data.batch_size=32",
+]
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path, capsys):

@@ -70,7 +70,7 @@ def test_msmt17_lists_and_bad_lines(tmp_path):
 
 @pytest.mark.skipif(not PKU.is_dir(), reason=f"{PKU} is not here")
 def test_identity_folders_read_the_pku_subset_with_a_seeded_identity_split():
-    overrides = ["data.name=reid_folders", f"data.root={PKU}", "data.folders=[train,val/all_imgs]"]
+    overrides = ["data.name=reid_folders", f"data.root={PKU}", "data.options.folders=[train,val/all_imgs]"]
     one = build_dataset(load_config("smoke", overrides).data)
     assert len(one.train) + len(one.test) == 74 * 16 and len(one.classes) == 37
     assert not set(one.train.meta["identity"].tolist()) & set(one.test.meta["identity"].tolist())
@@ -84,7 +84,7 @@ def test_retrieval_run_through_the_engine(tmp_path):
     overrides = [
         "data.name=reid_folders",
         f"data.root={PKU}",
-        "data.folders=[train,val/all_imgs]",
+        "data.options.folders=[train,val/all_imgs]",
         "data.in_memory=true",
         "data.val_size=6",
         "data.batch_size=32",
@@ -94,7 +94,7 @@ def test_retrieval_run_through_the_engine(tmp_path):
         "model.widths=[8,16,32]",
         "train.epochs=2",
         "train.limit_batches=2",
-        "data.test_ids=8",
+        "data.options.test_ids=8",
         "train.progress=false",
         f"train.out_dir={tmp_path}",
     ]

@@ -25,7 +25,7 @@ def run(tmp_path_factory):
     overrides = [
         f"data.root={PKU}",
         "model.widths=[8,16,32]",
-        "data.test_ids=8",
+        "data.options.test_ids=8",
         "train.epochs=1",
         "train.limit_batches=2",
         "train.progress=false",

@@ -191,7 +191,7 @@ def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
     args = [
         f"data.root={pku}",
         "model.widths=[8,16,32]",
-        "data.test_ids=8",
+        "data.options.test_ids=8",
         "train.epochs=1",
         "train.limit_batches=2",
         "train.progress=false",

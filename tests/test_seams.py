@@ -54,8 +54,9 @@ def _register():
             )
         )
     if "toy-holdout" not in dhm.data.DATASETS:
+        from dhm.data.small import SyntheticOptions
 
-        @dhm.data.register_dataset("toy-holdout", keys=("train_size", "test_size", "num_classes", "image_size"))
+        @dhm.data.register_dataset("toy-holdout", options=SyntheticOptions)  # the synthetic reader's options
         def toy_holdout(cfg):
             bundle = dhm.data.DATASETS.get("synthetic")(cfg)
             return dhm.data.Bundle(bundle.train, None, bundle.classes, bundle.channels, more={"holdout": bundle.test})
@@ -65,8 +66,8 @@ def test_toy_task_and_method_train_through_the_engine(tmp_path):
     _register()
     overrides = [
         "data.name=toy-holdout",
-        "data.train_size=256",
-        "data.test_size=64",
+        "data.options.train_size=256",
+        "data.options.test_size=64",
         "data.val_size=64",
         "data.batch_size=32",
         "train.epochs=3",

@@ -27,6 +27,7 @@ from .cli_commands import (
 )
 from .errors import DHMError, Terminated
 from .memory import allocation_message, is_allocation_failure
+from .plugins import load_plugins
 from .registry import RegistryError
 from .version import __version__
 
@@ -237,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         "config",
         help="print the resolved config of a recipe with overrides, or every key (--keys)",
         description="Print RECIPE's resolved config (with key=value overrides), or with --keys every config key "
-        "with its type, default and meaning.",
+        "with its type, default and meaning, and the options of the method, task and dataset the config chooses "
+        "(dhm config --keys loss.mode=dsn; dhm config --keys pku-reid).",
     )
-    p.add_argument("--keys", action="store_true", help="list every config key: type, default, meaning")
+    p.add_argument("--keys", action="store_true", help="list every config key: type, default, meaning; and options")
     p.add_argument("recipe", nargs="?", default="demo", help="a recipe name (`dhm recipes`) or a YAML path")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.05")
     p.set_defaults(fn=cmd_config)
@@ -259,8 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(ns, target, [*getattr(ns, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .plugins import load_plugins
-
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # SIGTERM stops like Ctrl-C
     try:

@@ -203,15 +203,15 @@ def cmd_recipes(ns: argparse.Namespace) -> int:
 def cmd_config(ns: argparse.Namespace) -> int:
     from .config import dump_config, load_config
 
+    recipe, overrides = _split_recipe([ns.recipe, *ns.overrides])
     if ns.keys:
         from .config.keys import describe_keys
 
-        rows = describe_keys()
+        rows = describe_keys(load_config(recipe, overrides))
         width = max(len(r.key) for r in rows)
         for r in rows:
             print(f"{r.key:<{width}}  {r.type:<18} {r.default:<14} {r.comment}".rstrip())
         return 0
-    recipe, overrides = _split_recipe([ns.recipe, *ns.overrides])
     print(dump_config(load_config(recipe, overrides)), end="")
     return 0
 

@@ -5,21 +5,7 @@ run's dataset ignores. Config never imports the data layer."""
 from __future__ import annotations
 
 # ``data.*`` keys that only some readers use; every other data key applies to every dataset.
-SPECIFIC_KEYS = (
-    "root",
-    "download",
-    "verify_md5",
-    "in_memory",
-    "image_size",
-    "workers",
-    "train_size",
-    "test_size",
-    "num_classes",
-    "variant",
-    "folders",
-    "camera_pattern",
-    "test_ids",
-)
+SPECIFIC_KEYS = ("root", "download", "verify_md5", "in_memory", "workers")  # a reader's own: data.options.*
 DATASET_KEYS: dict[str, tuple[str, ...]] = {}  # dataset -> the specific keys its reader uses
 
 

@@ -30,7 +30,12 @@ def resolve_recipe(recipe: str | Path) -> Path:
     return find_recipe(recipe)[0]
 
 
-NAMESPACES = {"loss.options", "loss.supervision", "model.options"}  # mappings checked against what reads them
+NAMESPACES = {
+    "loss.options",
+    "loss.supervision",
+    "data.options",
+    "model.options",
+}  # mappings checked against what reads them
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,5 +1,6 @@
-"""Every config key with its type, default and one-line meaning, read from the schema itself (its field comments),
-so ``dhm config --keys`` can never drift from the code."""
+"""Every config key with its type, default and one-line meaning, read from the schema itself (its field comments)
+and from the options classes of the chosen method, task and dataset reader, so ``dhm config --keys`` can never
+drift from the code."""
 
 from __future__ import annotations
 
@@ -32,8 +33,35 @@ def _comments(cls: type) -> dict[str, tuple[str, str]]:
     return out
 
 
-def describe_keys() -> list[KeyInfo]:
-    """Every leaf key of the schema, in schema order."""
+def describe_keys(cfg: object | None = None) -> list[KeyInfo]:
+    """Every leaf key of the schema, in schema order; with a resolved ``cfg`` also the options of its method
+    (``loss.options.*``), its task's supervision (``loss.supervision.*``) and its dataset reader (``data.options.*``),
+    and which shared ``loss.*`` keys its method does not read."""
+    rows = _schema_rows()
+    if cfg is None:
+        return rows
+    from ..methods import SHARED_KEYS, get_method
+
+    reads = set(get_method(cfg.loss.mode).reads)
+    for i, row in enumerate(rows):
+        leaf = row.key.removeprefix("loss.")
+        if row.key.startswith("loss.") and leaf in SHARED_KEYS and leaf not in reads:
+            rows[i] = KeyInfo(row.key, row.type, row.default, f"(not read by loss.mode={cfg.loss.mode}) {row.comment}")
+    for prefix, value in (
+        ("loss.options", cfg.loss.options),
+        ("loss.supervision", cfg.loss.supervision),
+        ("data.options", cfg.data.options),
+    ):
+        if not dataclasses.is_dataclass(value):
+            continue
+        notes, fresh = _comments(type(value)), type(value)()
+        for f in dataclasses.fields(value):
+            type_text, comment = notes.get(f.name, (str(f.type), ""))
+            rows.append(KeyInfo(f"{prefix}.{f.name}", type_text, _show(getattr(fresh, f.name)), comment))
+    return rows
+
+
+def _schema_rows() -> list[KeyInfo]:
     rows = []
     for section in dataclasses.fields(schema.Config):
         cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None

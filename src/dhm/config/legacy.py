@@ -1,6 +1,6 @@
 """Configs saved before methods became contracts (run directories, checkpoints), read as what they trained: the
 method-specific ``loss.*`` keys moved into ``loss.options.*`` (of the method that read them) or the retrieval
-task's ``loss.supervision.*``, the ``bot-*`` methods renamed, and ``model.branches`` of a method that trains the
+task's ``loss.supervision.*``, a reader's own ``data.*`` keys into ``data.options.*``, the ``bot-*`` methods renamed, and ``model.branches`` of a method that trains the
 plain backbone (whatever was saved, no branch was built) written as ``none``."""
 
 from __future__ import annotations
@@ -28,8 +28,26 @@ MOVED: dict[str, tuple[str | None, str]] = {
 }
 
 
+DATA_MOVED = {  # old data key -> the readers whose data.options it is now
+    "train_size": ("synthetic",),
+    "test_size": ("synthetic",),
+    "num_classes": ("synthetic",),
+    "variant": ("cuhk03np",),
+    "folders": ("reid_folders",),
+    "camera_pattern": ("reid_folders",),
+    "test_ids": ("reid_folders",),
+}
+
+
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a saved config's mapping, changed in place) in today's spelling; a current one is unchanged."""
+    section = data.get("data")
+    if isinstance(section, dict):
+        for old, readers in DATA_MOVED.items():
+            if old in section:
+                value = section.pop(old)
+                if section.get("name") in readers:
+                    section.setdefault("options", {})[old] = value
     loss = data.get("loss")
     if not isinstance(loss, dict) or not any(key in loss for key in MOVED) and loss.get("mode") not in RENAMED:
         return data

@@ -12,7 +12,7 @@ On the merged recipe and overrides (a plain mapping, before the typed build), in
 5. soft defaults fill the keys nothing gave;
 6. a shared ``loss.*`` key the method does not read is refused when given as an override and reset to its default
    when it came from the recipe (so config.yaml says what trains); ``loss.options.*`` must be the method's options,
-   ``loss.supervision.*`` the task's.
+   ``loss.supervision.*`` the task's, ``data.options.*`` the dataset reader's.
 
 A refusal is one :class:`~dhm.errors.ConfigError` line naming both sides.
 """
@@ -25,8 +25,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..methods import METHODS, RENAMED, SHARED_KEYS, Method, get_method, layout_family
-from ..options import SUPERVISION, NoOptions
+from ..options import READERS, SUPERVISION, NoOptions
 from ..registry import RegistryError
+from .datakeys import DATASET_KEYS
 from .schema import LossConfig
 from .typed import build
 
@@ -134,9 +135,14 @@ def _check_reads(data: dict[str, Any], explicit: dict[str, Any], mode: str, meth
         loss[key] = SHARED_DEFAULTS[key]  # the recipe's value for another method: config.yaml says what trains
     if loss.get("preset") and "alpha" not in reads:
         raise ConfigError(f"loss.preset={loss['preset']} sets mimicking keys; loss.mode={mode} does not mimic")
-    _check_names(loss.get("options"), method.options, f"loss.mode={mode}", "loss.options")
+    _check_names(loss, "loss.options", method.options, f"loss.mode={mode}", given.get("options"))
     task = str((data.get("train") or {}).get("task") or "classification")
-    _check_names(loss.get("supervision"), SUPERVISION.get(task), f"train.task={task}", "loss.supervision")
+    _check_names(loss, "loss.supervision", SUPERVISION.get(task), f"train.task={task}", given.get("supervision"))
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    name = str(section.get("name", "digits"))
+    if name in DATASET_KEYS:  # an unknown dataset is refused by name when the data is read
+        wanted = (explicit.get("data") or {}).get("options")
+        _check_names(section, "data.options", READERS.get(name), f"data.name={name}", wanted)
 
 
 def _owners(key: str) -> list[str]:
@@ -148,18 +154,29 @@ def _names(cls: type | None) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)] if cls is not None else []
 
 
-def _check_names(values: Any, cls: type | None, owner: str, prefix: str) -> None:
+def _check_names(section: dict[str, Any], prefix: str, cls: type | None, owner: str, explicit: Any) -> None:
+    """Check ``section[attr]`` (a mapping of options) against the dataclass ``cls`` of ``owner``: a key of another
+    method or reader is refused when given as an override and dropped when it came from the recipe (the recipe's
+    setting for its own method or dataset); a key of nothing is refused with a suggestion."""
+    attr = prefix.rpartition(".")[2]
+    values = section.get(attr)
     if values in (None, {}) or dataclasses.is_dataclass(values):
         return
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix} must be a mapping, got {values!r}")
     known = _names(cls)
-    for key in values:
+    given = explicit if isinstance(explicit, dict) else {}
+    for key in list(values):
         if key in known:
             continue
-        owners = [o for o in _owners(key) if prefix == "loss.options"]
+        owners = _owners(key) if prefix == "loss.options" else []
+        owners += [f"data.name={r}" for r in READERS if key in _names(READERS[r])] if prefix == "data.options" else []
+        if owners and key not in given:
+            del values[key]  # the recipe's option of its own method or reader, not of the one chosen now
+            continue
         if owners:
-            raise ConfigError(f"{prefix}.{key} is an option of loss.mode={' / '.join(owners)}, not of {owner}")
+            others = " / ".join(o if o.startswith("data.") else f"loss.mode={o}" for o in owners)
+            raise ConfigError(f"{prefix}.{key} is an option of {others}, not of {owner}")
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
         has = f"its options: {', '.join(f'{prefix}.{k}' for k in known)}" if known else "it has none"
@@ -167,14 +184,17 @@ def _check_names(values: Any, cls: type | None, owner: str, prefix: str) -> None
 
 
 def build_options(cfg: Any) -> None:
-    """Replace the mappings ``loss.options`` and ``loss.supervision`` of a built config by the typed options of its
-    method and task (checked, defaults filled)."""
+    """Replace the mappings ``loss.options``, ``loss.supervision`` and ``data.options`` of a built config by the
+    typed options of its method, task and dataset reader (checked, defaults filled)."""
     method = get_method(cfg.loss.mode)
-    for attr, cls, prefix in (
-        ("options", method.options, "loss.options."),
-        ("supervision", SUPERVISION.get(cfg.train.task), "loss.supervision."),
+    for section, attr, cls, prefix in (
+        (cfg.loss, "options", method.options, "loss.options."),
+        (cfg.loss, "supervision", SUPERVISION.get(cfg.train.task), "loss.supervision."),
+        (cfg.data, "options", READERS.get(cfg.data.name), "data.options."),
     ):
-        value = getattr(cfg.loss, attr)
+        value = getattr(section, attr)
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
-        setattr(cfg.loss, attr, build(cls or NoOptions, dict(value or {}), prefix))
+        if section is cfg.data and cfg.data.name not in DATASET_KEYS:
+            continue  # an unknown dataset: refused by name when the data is read
+        setattr(section, attr, build(cls or NoOptions, dict(value or {}), prefix))

@@ -58,13 +58,7 @@ class DataConfig:
     image_size: int | list[int] | None = None  # resize to this side or [height, width] (re-ID); None = native
     pad: int | None = None  # pad-and-crop shift in pixels of data.augment (None = the preset's: 4, reid 10)
     in_memory: bool = False  # imagefolder: decode every image once into memory (small images such as CIFAR)
-    train_size: int = 4096  # synthetic: training images
-    test_size: int = 1024  # synthetic: test images
-    num_classes: int = 10  # synthetic: classes
-    variant: str = ""  # cuhk03np: detected | labeled (default detected)
-    folders: list[str] = field(default_factory=list)  # reid_folders: sub-folders holding identity folders
-    camera_pattern: str = r"^(\d+)_"  # reid_folders: regex whose first group is the camera in a file name
-    test_ids: float = 0.5  # reid_folders: test identities, a fraction (< 1) or a count, split by data.split_seed
+    options: Any = field(default_factory=dict)  # the reader's own options (`dhm config --keys data.name=NAME`)
 
 
 @dataclass

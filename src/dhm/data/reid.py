@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config.schema import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .folder import EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_all
 from .registry import register_dataset
 from .sources import Bundle, FileSource
@@ -132,12 +133,22 @@ def dukemtmc(cfg: DataConfig) -> Bundle:
     return market_layout("dukemtmc", _under(Path(cfg.root).expanduser(), "DukeMTMC-reID"), cfg)
 
 
-@register_dataset("cuhk03np", keys=("root", "workers", "in_memory", "variant"))
+@dataclass
+class CUHK03Options:
+    """``data.options.*`` of ``cuhk03np``."""
+
+    variant: str = "detected"  # detected | labeled
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("detected", "labeled"):
+            raise ConfigError(f"data.options.variant of cuhk03np is detected or labeled, got {self.variant!r}")
+
+
+@register_dataset("cuhk03np", keys=("root", "workers", "in_memory"), options=CUHK03Options)
 def cuhk03np(cfg: DataConfig) -> Bundle:
-    """CUHK03-NP (767 / 700 identities), ``detected`` or ``labeled`` (``data.variant``), the Market layout."""
-    variant = cfg.variant or "detected"
-    if variant not in ("detected", "labeled"):
-        raise DataError(f"data.variant for cuhk03np is detected or labeled, got {variant!r}")
+    """CUHK03-NP (767 / 700 identities), ``detected`` or ``labeled`` (``data.options.variant``), the Market
+    layout."""
+    variant = cfg.options.variant
     root = _under(Path(cfg.root).expanduser(), "cuhk03-np", "CUHK03-NP")
     return market_layout(f"cuhk03np-{variant}", _under(root, variant), cfg)
 
@@ -175,26 +186,39 @@ def msmt17(cfg: DataConfig) -> Bundle:
     return reid_bundle("msmt17", cfg, train, query, gallery)
 
 
-@register_dataset("reid_folders", keys=("root", "workers", "in_memory", "folders", "camera_pattern", "test_ids"))
+@dataclass
+class FolderOptions:
+    """``data.options.*`` of ``reid_folders``."""
+
+    folders: list[str] = field(default_factory=list)  # sub-folders holding identity folders (default: the root)
+    camera_pattern: str = r"^(\d+)_"  # regex whose first group is the camera in a file name
+    test_ids: float = 0.5  # test identities, a fraction (< 1) or a count, split by data.split_seed
+
+
+@register_dataset("reid_folders", keys=("root", "workers", "in_memory"), options=FolderOptions)
 def reid_folders(cfg: DataConfig) -> Bundle:
-    """Identity folders: ``<root>/<folder>/<identity>/<image>`` for each of ``data.folders`` (default: the root
-    itself); the camera is the first group of ``data.camera_pattern`` in the file name. Identities are split
-    seeded (``data.split_seed``) into training and test ones (``data.test_ids``: a fraction or a count); the test
-    split is evaluated all against all."""
-    root = Path(cfg.root).expanduser()
+    """Identity folders: ``<root>/<folder>/<identity>/<image>`` for each of ``data.options.folders`` (default: the
+    root itself); the camera is the first group of ``data.options.camera_pattern`` in the file name. Identities
+    are split seeded (``data.split_seed``) into training and test ones (``data.options.test_ids``: a fraction or a
+    count); the test split is evaluated all against all."""
+    root, options = Path(cfg.root).expanduser(), cfg.options
     try:
-        pattern = re.compile(cfg.camera_pattern)
+        pattern = re.compile(options.camera_pattern)
     except re.error as exc:
-        raise DataError(f"data.camera_pattern {cfg.camera_pattern!r} is not a regular expression: {exc}") from None
+        raise DataError(
+            f"data.options.camera_pattern {options.camera_pattern!r} is not a regular expression: {exc}"
+        ) from None
     items = []
-    for folder in [root / f for f in cfg.folders] or [root]:
+    for folder in [root / f for f in options.folders] or [root]:
         if not folder.is_dir():
             raise DataError(f"re-ID folder {folder} does not exist")
         for identity in sorted(d for d in folder.iterdir() if d.is_dir()):
             for path in _images(identity):
                 found = pattern.search(path.name)
                 if found is None:
-                    raise DataError(f"{path}: data.camera_pattern {cfg.camera_pattern!r} finds no camera in the name")
+                    raise DataError(
+                        f"{path}: data.options.camera_pattern {options.camera_pattern!r} finds no camera in the name"
+                    )
                 items.append((path, identity.name, int(found.group(1))))
     names = sorted({pid for _, pid, _ in items})
     if len(names) < 2:
@@ -202,9 +226,11 @@ def reid_folders(cfg: DataConfig) -> Bundle:
     index = {n: k for k, n in enumerate(names)}
     cams = sorted({cam for _, _, cam in items})
     numbered = [(p, index[pid], cams.index(cam)) for p, pid, cam in items]
-    count = round(cfg.test_ids * len(names)) if cfg.test_ids < 1 else int(cfg.test_ids)
+    count = round(options.test_ids * len(names)) if options.test_ids < 1 else int(options.test_ids)
     if not 0 < count < len(names):
-        raise DataError(f"data.test_ids={cfg.test_ids} leaves no training or no test identities ({len(names)} in all)")
+        raise DataError(
+            f"data.options.test_ids={options.test_ids} leaves no training or no test identities ({len(names)} in all)"
+        )
     perm = torch.randperm(len(names), generator=torch.Generator().manual_seed(cfg.split_seed + 7919)).tolist()
     test_ids = set(perm[:count])
     train = [it for it in numbered if it[1] not in test_ids]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +15,7 @@ from .sources import Bundle, TensorSource
 DIGITS_TEST_FRACTION = 0.2  # sklearn's digits has no official test split: a fixed 20% (seed 0) is held out
 
 
-@register_dataset("digits", keys=("image_size",))
+@register_dataset("digits")
 def digits(cfg: DataConfig) -> Bundle:
     """The 1,797 real 8x8 handwritten digits bundled with scikit-learn, upscaled (default 32x32), 1 channel."""
     from sklearn.datasets import load_digits
@@ -35,12 +37,22 @@ def digits(cfg: DataConfig) -> Bundle:
     )
 
 
-@register_dataset("synthetic", keys=("image_size", "num_classes", "train_size", "test_size"))
+@dataclass
+class SyntheticOptions:
+    """``data.options.*`` of ``synthetic``."""
+
+    train_size: int = 4096  # training images
+    test_size: int = 1024  # test images
+    num_classes: int = 10  # classes
+
+
+@register_dataset("synthetic", options=SyntheticOptions)
 def synthetic(cfg: DataConfig) -> Bundle:
     """A deterministic, learnable set: each class is a smooth random pattern; images are a randomly shifted
     pattern plus pixel noise (3 channels, ``image_size`` default 32). Same data for every training seed."""
     g = torch.Generator().manual_seed(1234)
-    size, classes = square(cfg.image_size, "synthetic") or 32, cfg.num_classes
+    options = cfg.options
+    size, classes = square(cfg.image_size, "synthetic") or 32, options.num_classes
     templates = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=(size, size), mode="bicubic")
 
     def make(n: int) -> TensorSource:
@@ -52,5 +64,8 @@ def synthetic(cfg: DataConfig) -> Bundle:
         return TensorSource(images.round().clamp(0, 255).to(torch.uint8), labels)
 
     return Bundle(
-        train=make(cfg.train_size), test=make(cfg.test_size), classes=[str(c) for c in range(classes)], channels=3
+        train=make(options.train_size),
+        test=make(options.test_size),
+        classes=[str(c) for c in range(classes)],
+        channels=3,
     )

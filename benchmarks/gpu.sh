@@ -10,7 +10,7 @@
 #      a later run adds the rest with ACC_EPOCHS fixed and ACC_SEEDS naming them);
 #   5. speed-compiled-MODEL: compiled training steps (ce, dhm) of ResNet-110, WRN-28-10 and ResNet-50 at 224x224,
 #      bf16 + channels_last, achieved FLOP/s against the GPU's dense bf16 peak;
-#   6. reid-speed: the re-ID recipe's training images/s (BoT ResNet-50 at 256x128, bot against bot-dhm).
+#   6. reid-speed: the re-ID recipe's training images/s (BoT ResNet-50 at 256x128, BoT alone (ce) against BoT + DHM (dhm)).
 # Phases 5 and 6 start only with the time they need left. Measured before and run only when GPU_PHASES names
 # them: speed-MODEL (eager steps and inference), engine-eager, engine-compiled, conventional (the authors' kind of
 # pipeline, benchmarks/conventional.py) and engine-graph-compiled.
@@ -142,7 +142,7 @@ for spec in $compiled_models; do
     --compile "$bench_compile" --steps "$steps" --warmup "$warmup" --no-engine --json "$work/speed-compiled-$model.json"
 done
 
-# 6. re-ID training speed (BoT ResNet-50 at 256x128, bot against bot-dhm), when the time is left --------------------
+# 6. re-ID training speed (BoT ResNet-50 at 256x128, BoT alone (ce) against BoT + DHM (dhm)), when the time is left --------------------
 need=$reid_need phase reid-speed $py benchmarks/reid_speed.py $reid_args --json "$work/reid-speed.json"
 
 # 7. report -------------------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from dhm.engine import build_trainer
 
 EPOCHS = 3  # timed epochs per method (the fastest counts)
 MODES = (
-    "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,dml+loss.peer_update=alternating,one,okddip,byot,cskd+data.batch_size=128,"
-    "cskd+data.batch_size=128+loss.partner_forward=shared,pskd"
+    "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,dml+loss.options.peer_update=alternating,one,okddip,byot,cskd+data.batch_size=128,"
+    "cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd"
 )
 TABLE = [
     "model.name=cifar_resnet20",

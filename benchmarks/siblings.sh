@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 data=${DHM_DATA:-data}
 shared=${DHM_SHARED:-../shared/data}
 [ -d "$data/CIFAR-10-images" ] || { mkdir -p "$data"; tar -xzf "$shared/cifar10-jpeg/CIFAR-10-images-jpeg.tar.gz" -C "$data"; }
-MODES=${MODES:-ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,one,okddip,byot,cskd+data.batch_size=128,cskd+data.batch_size=128+loss.partner_forward=shared,pskd}
+MODES=${MODES:-ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,one,okddip,byot,cskd+data.batch_size=128,cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd}
 dhm compare cifar10-jpeg --seeds "${SEEDS:-3}" --modes "$MODES" --jobs "${JOBS:-2}" \
   --out "${OUT:-runs/compare/siblings}" data.root="$data/CIFAR-10-images" model.name=cifar_resnet20 \
   data.train_subset=5000 data.augment=flip data.batch_size=64 train.epochs=30 optim.schedule=cosine \

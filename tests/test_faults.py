@@ -33,7 +33,8 @@ TIMING = {"time_s", "images_per_s", "wall_time", "wall_time_s"}
 def _kill_at(kind: str, n: int) -> None:
     """Patch the event ``kind`` so that its ``n``-th occurrence SIGKILLs this process."""
     from dhm import files as checkpoint  # the checkpoint file format: atomic writes (os.replace) and torch.save
-    from dhm.engine import finish, recorder, step, trainer
+    from dhm import steps as step
+    from dhm.engine import finish, recorder, trainer
 
     count = [0]
 
@@ -175,8 +176,8 @@ def test_a_reid_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
         "train.deterministic=true",
         "train.threads=1",
         "train.progress=false",
-        "loss.mode=bot-dhm-emb",  # every re-ID term: identity CE, triplet, logit and embedding mimicking,
-        "loss.center_weight=5e-4",  # and the center loss with its own parameters and update
+        "loss.mode=dhm-emb",  # every re-ID term: identity CE, triplet, logit and embedding mimicking,
+        "loss.supervision.center_weight=5e-4",  # and the center loss with its own parameters and update
     ]
     reference = tmp_path / "reference"
     assert _child([*args, f"train.out_dir={reference}"], None) == 0

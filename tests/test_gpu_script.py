@@ -54,7 +54,7 @@ def test_gpu_script_tiny_mode_reports_and_resumes(tmp_path):
     level = raw["probe"]["levels"]["2"]
     assert sorted(r["mode"] for r in level["runs"]) == ["ce", "dhm"] and level["branched_epochs_per_s"] > 0
     assert raw["plan"]["seeds"] == [0] and raw["plan"]["note"].startswith("probe: 2 runs side by side")
-    assert [r["method"] for r in raw["reid_speed"]["rows"]] == ["bot", "bot-dhm"]
+    assert [r["method"] for r in raw["reid_speed"]["rows"]] == ["ce", "dhm"]
     assert (tmp_path / "out" / "compare.png").is_file() and (tmp_path / "out" / "logs.tgz").is_file()
     ls = json.loads((tmp_path / "work" / "accuracy" / "ls" / "seed0" / "summary.json").read_text())
     # the run names its method (ls: the plain model, label smoothing 0.1)

@@ -29,7 +29,7 @@ def run(tmp_path_factory):
         "train.epochs=1",
         "train.limit_batches=2",
         "train.progress=false",
-        "loss.mode=bot-dhm",
+        "loss.mode=dhm",
         f"train.out_dir={out}",
     ]
     assert main(["train", "pku-reid", *overrides]) == 0

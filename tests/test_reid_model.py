@@ -125,8 +125,10 @@ def test_image_size_as_height_and_width():
 def test_bot_recipes_build_the_bot_model_and_name_their_methods(setup):
     from dhm.engine.optim import build_optimizer
 
-    methods = {s: load_config(f"{setup}_{s}").loss.mode for s in ("bot", "dsl", "dhm")}
-    assert methods == {"bot": "bot", "dsl": "bot-dsl", "dhm": "bot-dhm"}
+    methods = {s: load_config(f"{setup}_{s}").loss.mode for s in ("ce", "dsl", "dhm")}
+    assert methods == {"ce": "ce", "dsl": "dsl", "dhm": "dhm"}  # the task supervises as BoT; the name adds a method
+    with pytest.raises(ConfigError, match="loss.mode=bot is now loss.mode=ce"):
+        load_config(f"{setup}_bot")
     cfg = load_config(setup)
     assert cfg.data.image_size == [256, 128] and cfg.train.task == "retrieval" and cfg.loss.label_smoothing == 0.1
     if setup != "market1501/resnet50":
@@ -195,8 +197,8 @@ def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
         "train.epochs=1",
         "train.limit_batches=2",
         "train.progress=false",
-        "loss.mode=bot-dsl",
-        "loss.center_weight=5e-4",
+        "loss.mode=dsl",
+        "loss.supervision.center_weight=5e-4",
         f"train.out_dir={tmp_path}",
     ]
     trainer = build_trainer(load_config("pku-reid", args))
@@ -207,7 +209,7 @@ def test_bot_with_center_loss_trains_its_centers_and_resumes_them(tmp_path):
     assert all(not torch.equal(a, b.detach()) for a, b in zip(start, terms[0].centers))
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     torch.testing.assert_close(ckpt["loss"]["terms.2.centers.0"], terms[0].centers[0].detach())
-    with pytest.raises(ConfigError, match="center loss"):
+    with pytest.raises(ConfigError, match="a center loss"):
         build_trainer(load_config("pku-reid", [*args, "train.cuda_graph=true", "train.out_dir=" + str(tmp_path / "g")]))
 
 

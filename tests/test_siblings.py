@@ -265,7 +265,7 @@ def test_okddip_peers_learn_from_attention_mixed_targets_and_the_leader_from_the
         loss_fn = build_loss(cfg, names).double()
         loss_fn.set_progress(100.0)  # past the ramp-up (80 of 300 epochs): weight 1
         alpha = scores.softmax(-1)
-        out = loss_fn(HeadOutputs(tuple(heads), feats, alpha), y)
+        out = loss_fn(HeadOutputs(tuple(heads), feats, {"attention": alpha}), y)
         p = [torch.softmax(h / t, -1) for h in heads]
         sg = (lambda v: v.detach()) if detach else (lambda v: v)
         kd = 0.0

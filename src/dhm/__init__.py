@@ -8,6 +8,7 @@ Example:
 """
 
 from . import builtins  # noqa: F401 - register the methods written as plugin files (DLB)
+from .api_loss import MimicLoss
 from .branches import (
     BranchSpec,
     DHMModel,
@@ -22,7 +23,6 @@ from .branches.deploy import GatedEnsemble, deployable
 from .data import SAMPLERS, Batch
 from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
-from .api_loss import MimicLoss
 from .losses import Objective, mimic_loss
 from .methods import METHODS, Method, TermSpec
 from .models import create_model, list_models, paper_branches, register_model

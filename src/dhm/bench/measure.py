@@ -14,10 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..branches import BranchSpec, DHMModel, strip
 from ..engine.compiling import compile_model, records_cuda_graphs, resolve_compile
-from ..precision import autocast
-from ..steps import EagerStep
 from ..losses import MimicLoss
 from ..models import create_model, paper_branches
+from ..precision import autocast
+from ..steps import EagerStep
 from ..tasks import get_task
 from ..version import __version__
 

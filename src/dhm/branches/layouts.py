@@ -62,7 +62,7 @@ def byot(plan: StagePlan, arg: str) -> list[BranchSpec]:
     return [BranchSpec(fork=i, builder=builder) for i in range(len(plan.stages) - 1)]
 
 
-@LAYOUTS.register("one", gate=True)
+@LAYOUTS.register("one", extras=("gate",))
 def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """``m - 1`` copies of the last stage(s) forking where ONE forks (before the last stage), gated."""
     count = _count(arg, 3, "one:m", "m >= 2 branches")
@@ -71,20 +71,15 @@ def one(plan: StagePlan, arg: str) -> list[BranchSpec]:
     return [BranchSpec(fork=len(plan.stages) - 2) for _ in range(count - 1)]
 
 
-@LAYOUTS.register("okddip", attention=True)
+@LAYOUTS.register("okddip", extras=("attention",))
 def okddip(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """``m`` peers (default 3) forking where ONE forks, with attention over them; the main path is the leader."""
     return one(plan, str(_count(arg, 3, "okddip:m", "m >= 2 peers") + 1))
 
 
-def layout_gate(name: str) -> bool:
-    """Whether the named layout adds ONE's gate."""
-    return bool(LAYOUTS.meta(name.partition(":")[0]).get("gate", False))
-
-
-def layout_attention(name: str) -> bool:
-    """Whether the named layout adds OKDDip's peer attention."""
-    return bool(LAYOUTS.meta(name.partition(":")[0]).get("attention", False))
+def layout_extras(name: str) -> tuple[str, ...]:
+    """The extras (:mod:`dhm.branches.extras`: ONE's ``gate``, OKDDip's ``attention``) the named layout adds."""
+    return tuple(LAYOUTS.meta(name.partition(":")[0]).get("extras", ()))
 
 
 def layout_specs(name: str, plan: StagePlan) -> list[BranchSpec]:

@@ -10,18 +10,24 @@ import torch
 from torch import Tensor, nn
 
 from .builders import BRANCH_BUILDERS
+from .extras import EXTRAS
 from .neck import match_neck
 from .plan import StagePlan, stage_plan
 from .spec import BranchSpec
 
 
 class HeadOutputs(NamedTuple):
-    """A train-mode output with features: ``logits`` and ``features``, each a named tuple over the heads, and for
-    OKDDip's peers their attention weights (B, m, m) over each other."""
+    """A train-mode output with features: ``logits`` and ``features``, each a named tuple over the heads, and the
+    named outputs of the layout's extras (:mod:`dhm.branches.extras`; OKDDip's ``attention``)."""
 
     logits: tuple[Tensor, ...]
     features: tuple[Tensor, ...]
-    attention: Tensor | None = None
+    extras: dict[str, Tensor] = {}  # noqa: RUF012 - a NamedTuple default, never mutated
+
+    @property
+    def attention(self) -> Tensor | None:
+        """OKDDip's attention weights (B, m, m) of the peers over each other, when the layout has them."""
+        return self.extras.get("attention")
 
 
 def head_logits(outputs: object) -> tuple[Tensor, ...]:
@@ -58,6 +64,7 @@ class DHMModel(nn.Module):
         features: bool = False,
         gate: bool = False,
         attention: bool = False,
+        extras: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -75,42 +82,37 @@ class DHMModel(nn.Module):
             branch.head = match_neck(backbone, branch.head)
         self.dynamic_fork = dynamic_fork
         self.features = features
-        # ONE's gate: the fork's pooled features -> linear -> BN -> ReLU -> softmax over the heads; its weighted sum
-        # of the heads' logits is one more output, the head named "gate" (dropped at deployment like the branches).
-        self.gate_fork = self.fork_stages[0] if gate and self.specs else None
-        self.gate = None
-        if self.gate_fork is not None:
-            if len(set(self.fork_stages)) != 1:
-                raise ValueError("a gated ensemble (ONE) needs every branch to fork at the same stage")
-            channels, count = self.plan.stages[self.gate_fork].channels, 1 + len(self.specs)
-            self.gate = nn.Sequential(
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-                nn.Linear(channels, count),
-                nn.BatchNorm1d(count),
-                nn.ReLU(),
-                nn.Softmax(dim=1),
-            )
+        # The layout's extras (ONE's gate, OKDDip's attention), run after the heads; each is an attribute of its
+        # name (``model.gate``), dropped at deployment like the branches.
+        names = [*extras, *(["gate"] if gate else []), *(["attention"] if attention else [])]
+        self.extras: tuple[str, ...] = tuple(dict.fromkeys(names)) if self.specs else ()
+        for name in self.extras:
+            self._modules[name] = EXTRAS.get(name)(self.plan, self.fork_stages, 1 + len(self.specs))  # model.<name>
+            self.features = self.features or getattr(self, name).features
         # The train-mode output: a tuple of logits whose fields name the heads (main first), so a loss can never
         # pair logits with the wrong names.
         self.output_type = collections.namedtuple("DHMOutput", self.head_names)
-        # OKDDip's peer attention: shared query and key projections of the branches' pooled features.
-        self.attention = None
-        if attention and self.specs:
-            dim = self.plan.stages[-1].channels
-            self.attention = nn.ModuleDict({"query": nn.Linear(dim, dim), "key": nn.Linear(dim, dim)})
-            self.features = True
         ref = next(backbone.parameters(), None)
-        if ref is not None:  # branches follow the backbone's device and dtype
+        if ref is not None:  # branches and extras follow the backbone's device and dtype
             self.branches.to(device=ref.device, dtype=ref.dtype)
-            for extra in (self.gate, self.attention):
-                if extra is not None:
-                    extra.to(device=ref.device, dtype=ref.dtype)
+            for name in self.extras:
+                getattr(self, name).to(device=ref.device, dtype=ref.dtype)
 
     @property
     def head_names(self) -> tuple[str, ...]:
-        """``("main", "head1", ...)``, in the order of the train-mode outputs."""
-        return ("main", *self.branches.keys(), *(("gate",) if self.gate is not None else ()))
+        """``("main", "head1", ...)``, then the heads the extras add (``gate``), in the order of the outputs."""
+        added = [head for name in getattr(self, "extras", ()) for head in getattr(self, name).heads]
+        return ("main", *self.branches.keys(), *added)
+
+    @property
+    def gate(self) -> nn.Module | None:
+        """ONE's gate, when the layout has it."""
+        return self._modules.get("gate")
+
+    @property
+    def attention(self) -> nn.Module | None:
+        """OKDDip's attention, when the layout has it."""
+        return self._modules.get("attention")
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...] | Tensor:
         if not self.training:
@@ -148,18 +150,18 @@ class DHMModel(nn.Module):
             logits.append(out[0] if features else out)
             if features:
                 pooled.append(out[1])
-        if self.gate is not None:
-            if features:
-                raise ValueError("a gated ensemble (ONE) gives logits only; its method reads no features")
-            weights = self.gate(fork_feats[self.gate_fork])  # (B, H)
-            logits.append(sum(weights[:, k : k + 1] * z for k, z in enumerate(logits)))
+        outputs: dict[str, Tensor] = {}
+        for name in self.extras:
+            extra = getattr(self, name)
+            if extra.features and not features:  # what it reads is not computed: its outputs are not asked for
+                continue
+            for key, value in extra(fork_feats, logits, pooled).items():
+                if key in extra.heads:
+                    logits.append(value)
+                else:
+                    outputs[key] = value
         if features:
-            weights = None
-            if self.attention is not None:  # (B, m, m): softmax over b of q_a . k_b, peers = the branches
-                peers = torch.stack(pooled[1:], 1)
-                scores = self.attention["query"](peers) @ self.attention["key"](peers).transpose(1, 2)
-                weights = scores.softmax(-1)
-            return HeadOutputs(self.output_type(*logits), self.output_type(*pooled), weights)
+            return HeadOutputs(self.output_type(*logits), self.output_type(*pooled), outputs)
         return self.output_type(*logits)
 
 
@@ -174,6 +176,7 @@ def attach_branches(
     features: bool = False,
     gate: bool = False,
     attention: bool = False,
+    extras: Sequence[str] = (),
 ) -> DHMModel:
     """Put side branches on a plain CNN: dhm's own models, torchvision and timm models, or your own.
 
@@ -191,6 +194,7 @@ def attach_branches(
         features: the train-mode output also carries each head's pooled feature (``HeadOutputs``).
         gate: add ONE's gate over the heads; its gated ensemble is one more output, the head ``gate``.
         attention: add OKDDip's attention over the branches (peers); the output carries its weights.
+        extras: modules of :data:`dhm.branches.extras.EXTRAS` by name (``gate`` and ``attention`` are two).
 
     Example:
         >>> model = dhm.attach_branches(torchvision.models.mobilenet_v2(), [
@@ -198,7 +202,7 @@ def attach_branches(
     """
     specs = [s if isinstance(s, BranchSpec) else BranchSpec(**s) for s in specs]
     plan = plan if plan is not None else stage_plan(backbone, stages, input_size)
-    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features, gate, attention)
+    return DHMModel(backbone, specs, num_classes, dynamic_fork, plan, features, gate, attention, extras)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..methods.core import gentle as gentle_settings
 from ..registry import Registry, RegistryError
 
 LOSS_PRESETS: Registry[Callable[[int], dict[str, Any]]] = Registry("loss preset")
@@ -18,8 +19,9 @@ LOSS_PRESETS: Registry[Callable[[int], dict[str, Any]]] = Registry("loss preset"
 @LOSS_PRESETS.register("gentle")
 def gentle(epochs: int) -> dict[str, Any]:
     """Mimicking at half weight, ramped up with a sigmoid over the first half of the run: the setting chosen on
-    validation by benchmarks/never_hurts.sh; RESULTS.md has its measured figures."""
-    return {"alpha": 0.5, "rampup": "sigmoid", "rampup_epochs": max(1, epochs // 2)}
+    validation by benchmarks/never_hurts.sh (RESULTS.md has its measured figures); the settings of the variant
+    ``dhm-gentle`` (:func:`dhm.methods.core.gentle`), one source for both spellings."""
+    return {key.removeprefix("loss."): value for key, value in gentle_settings(epochs).items()}
 
 
 def apply_loss_preset(data: dict[str, Any], explicit: dict[str, Any]) -> None:

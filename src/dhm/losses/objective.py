@@ -73,8 +73,7 @@ class Objective(nn.Module):
         logits = getattr(outputs, "logits", None)
         if logits is not None and hasattr(outputs, "features"):
             extra["features"] = outputs.features
-            if getattr(outputs, "attention", None) is not None:
-                extra["attention"] = outputs.attention
+            extra.update(getattr(outputs, "extras", None) or {})  # a layout's named outputs (OKDDip's attention)
             outputs = logits
         missing = [need for need in self.needs if need not in extra]
         if missing:

@@ -29,7 +29,7 @@ class DiversePeers(Term):
     """OKDDip over the heads (main = leader, then the peers) and the model's attention. Logs ``ce/<head>``,
     ``kd_peers`` and ``kd_leader`` (before w(t) T^2)."""
 
-    needs = ("features",)
+    needs = ("features", "attention")  # asked for by name: the okddip layout's extra gives it
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..branches import LAYOUTS, BranchSpec, add_neck, attach_branches, layout_specs, stage_plan
-from ..branches.layouts import layout_attention, layout_gate
+from ..branches.layouts import layout_extras
 from ..registry import Registry
 from .hubs import HUBS, default_branches, split_name
 
@@ -82,16 +82,13 @@ def create_model(
     if branches == "none" and not features:
         return backbone
     plan = stage_plan(backbone)
-    gate = named and layout_gate(str(branches))
-    attention = named and layout_attention(str(branches))
+    extras = layout_extras(str(branches)) if named else ()
     if branches == "paper":
         branches = paper_branches(name) if hub is None else default_branches(plan)
     elif named:
         branches = layout_specs(str(branches), plan)
     specs = [] if branches == "none" else branches
-    return attach_branches(
-        backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features, gate=gate, attention=attention
-    )
+    return attach_branches(backbone, specs, dynamic_fork=dynamic_fork, plan=plan, features=features, extras=extras)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -29,7 +29,7 @@ def peer_networks(model: nn.Module) -> list[nn.Module] | None:
     """The K peers of a model of peers (``model.branches=peers:K``), the main network first (each maps images to
     logits), or None when ``model`` is not a model of peers only."""
     inner = unwrap(model)
-    if not isinstance(inner, DHMModel) or not inner.specs or inner.gate is not None or inner.attention is not None:
+    if not isinstance(inner, DHMModel) or not inner.specs or inner.extras:
         return None
     if any(fork != -1 for fork in inner.fork_stages) or inner.dynamic_fork or inner.features:
         return None

@@ -41,7 +41,7 @@ def measure(recipe: str, method: str, batch: int, identities: int, steps: int, w
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16")
     step = EagerStep(model, loss_fn, optimizer, scaler, runtime.amp, device)
     height, width = image_hw(cfg.data.image_size) or (256, 128)
-    k = cfg.data.instances
+    k = cfg.data.sampler_options.instances
     x = torch.randn(batch, 3, height, width, device=device)
     if runtime.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="market1501/resnet50")
     p.add_argument("--methods", default="ce,dhm")
-    p.add_argument("--batch", type=int, default=16, help="images per step (P x K, K = data.instances)")
+    p.add_argument("--batch", type=int, default=16, help="images per step (P x K, K = data.sampler_options.instances)")
     p.add_argument("--identities", type=int, default=751, help="identity classes of the heads (Market: 751)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)

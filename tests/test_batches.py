@@ -82,7 +82,7 @@ def test_identity_batches_hold_p_distinct_identities_of_k_images_whatever_the_pr
     assert not torch.equal(torch.cat(one), torch.cat(_global_batches(sampler, len(labels), 8, 1, 1, epoch=1)))
     with pytest.raises(DataError, match="whole groups of 2"):
         BatchPlan(len(labels), 8, True, world=8, sampler=sampler)
-    with pytest.raises(DataError, match="multiple of data.instances=2"):
+    with pytest.raises(DataError, match="multiple of data.sampler_options.instances=2"):
         sampler.steps(9)
     with pytest.raises(DataError, match="identities per batch; the training split has 10"):
         sampler.steps(22)
@@ -186,7 +186,7 @@ def test_identity_sampler_and_carving_from_the_config(tmp_path):
         "data.val_size=2",
         "data.val_by=identity",
         "data.sampler=identity",
-        "data.instances=4",
+        "data.sampler_options.instances=4",
         "data.batch_size=32",
         "train.epochs=1",
         "train.progress=false",

@@ -57,6 +57,9 @@ def test_a_contradiction_is_one_line_naming_both_sides(capsys):
         (["smoke", "loss.mode=dhm", "loss.options.hint_weight=0"], "is an option of loss.mode=byot, not of"),
         (["smoke", "loss.mode=dsn", "loss.options.aux_wieght=2"], "did you mean loss.options.aux_weight?"),
         (["smoke", "loss.mode=ce", "loss.preset=gentle"], "loss.mode=ce does not"),
+        (["smoke", "data.sampler_options.instances=4"], "is an option of data.sampler=identity"),
+        (["pku-reid", "data.sampler_options.instances=0"], "data.sampler_options.instances must be >= 1"),
+        (["smoke", "data.options.test_ids=3"], "is an option of data.name=reid_folders, not of data.name=synthetic"),
     ]
     for argv, words in cases:
         capsys.readouterr()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 SUPERVISION: dict[str, type] = {}  # task name -> the dataclass of its loss.supervision.* options
 READERS: dict[str, type] = {}  # dataset name -> the dataclass of its reader's data.options.*
+SAMPLERS: dict[str, type] = {}  # sampler name -> the dataclass of its data.sampler_options.*
+TASK_SAMPLERS: dict[str, str] = {}  # task name -> the sampler it draws with where data.sampler is not given
 
 
 @dataclass

@@ -34,6 +34,7 @@ NAMESPACES = {
     "loss.options",
     "loss.supervision",
     "data.options",
+    "data.sampler_options",
     "model.options",
 }  # mappings checked against what reads them
 

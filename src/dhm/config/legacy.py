@@ -1,6 +1,7 @@
 """Configs saved before methods became contracts (run directories, checkpoints), read as what they trained: the
 method-specific ``loss.*`` keys moved into ``loss.options.*`` (of the method that read them) or the retrieval
-task's ``loss.supervision.*``, a reader's own ``data.*`` keys into ``data.options.*``, the ``bot-*`` methods renamed, and ``model.branches`` of a method that trains the
+task's ``loss.supervision.*``, a reader's own ``data.*`` keys into ``data.options.*``, ``data.instances`` into
+``data.sampler_options.instances``, the ``bot-*`` methods renamed, and ``model.branches`` of a method that trains the
 plain backbone (whatever was saved, no branch was built) written as ``none``."""
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ DATA_MOVED = {  # old data key -> the readers whose data.options it is now
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a saved config's mapping, changed in place) in today's spelling; a current one is unchanged."""
     section = data.get("data")
+    if isinstance(section, dict) and "instances" in section:  # the identity sampler's K
+        instances = section.pop("instances")
+        if (data.get("train") or {}).get("task") == "retrieval" or section.get("sampler") in ("identity", "pk"):
+            section.setdefault("sampler_options", {})["instances"] = instances
     if isinstance(section, dict):
         for old, readers in DATA_MOVED.items():
             if old in section:

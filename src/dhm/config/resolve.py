@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..methods import METHODS, RENAMED, SHARED_KEYS, Method, get_method, layout_family
-from ..options import READERS, SUPERVISION, NoOptions
+from ..options import READERS, SAMPLERS, SUPERVISION, TASK_SAMPLERS, NoOptions
 from ..registry import RegistryError
 from .datakeys import DATASET_KEYS
 from .schema import LossConfig
@@ -143,6 +143,9 @@ def _check_reads(data: dict[str, Any], explicit: dict[str, Any], mode: str, meth
     if name in DATASET_KEYS:  # an unknown dataset is refused by name when the data is read
         wanted = (explicit.get("data") or {}).get("options")
         _check_names(section, "data.options", READERS.get(name), f"data.name={name}", wanted)
+    sampler = section.get("sampler") or TASK_SAMPLERS.get(task, "random")
+    wanted = (explicit.get("data") or {}).get("sampler_options")
+    _check_names(section, "data.sampler_options", SAMPLERS.get(sampler), f"data.sampler={sampler}", wanted)
 
 
 def _owners(key: str) -> list[str]:
@@ -171,6 +174,8 @@ def _check_names(section: dict[str, Any], prefix: str, cls: type | None, owner: 
             continue
         owners = _owners(key) if prefix == "loss.options" else []
         owners += [f"data.name={r}" for r in READERS if key in _names(READERS[r])] if prefix == "data.options" else []
+        if prefix == "data.sampler_options":
+            owners += [f"data.sampler={n}" for n in SAMPLERS if key in _names(SAMPLERS[n])]
         if owners and key not in given:
             del values[key]  # the recipe's option of its own method or reader, not of the one chosen now
             continue
@@ -183,18 +188,25 @@ def _check_names(section: dict[str, Any], prefix: str, cls: type | None, owner: 
         raise ConfigError(f"{owner} has no option {prefix}.{key}{hint} ({has})")
 
 
+def sampler_name(cfg: Any) -> str:
+    """The sampler a config trains with: ``data.sampler``, else its task's."""
+    return cfg.data.sampler or TASK_SAMPLERS.get(cfg.train.task, "random")
+
+
 def build_options(cfg: Any) -> None:
-    """Replace the mappings ``loss.options``, ``loss.supervision`` and ``data.options`` of a built config by the
-    typed options of its method, task and dataset reader (checked, defaults filled)."""
+    """Replace the mappings ``loss.options``, ``loss.supervision``, ``data.options`` and ``data.sampler_options`` of
+    a built config by the typed options of its method, task, dataset reader and sampler (checked, defaults
+    filled)."""
     method = get_method(cfg.loss.mode)
     for section, attr, cls, prefix in (
         (cfg.loss, "options", method.options, "loss.options."),
         (cfg.loss, "supervision", SUPERVISION.get(cfg.train.task), "loss.supervision."),
         (cfg.data, "options", READERS.get(cfg.data.name), "data.options."),
+        (cfg.data, "sampler_options", SAMPLERS.get(sampler_name(cfg)), "data.sampler_options."),
     ):
         value = getattr(section, attr)
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
-        if section is cfg.data and cfg.data.name not in DATASET_KEYS:
+        if attr == "options" and section is cfg.data and cfg.data.name not in DATASET_KEYS:
             continue  # an unknown dataset: refused by name when the data is read
         setattr(section, attr, build(cls or NoOptions, dict(value or {}), prefix))

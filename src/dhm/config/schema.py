@@ -51,7 +51,7 @@ class DataConfig:
     train_subset: int = 0  # train on a seeded subset of this many images (0 = all), for quick comparisons
     batch_size: int = 128  # global batch per optimizer step, all processes and accumulation steps together
     sampler: str = ""  # training order: random | identity (P x K per batch) ("" = the task's choice)
-    instances: int = 4  # identity sampler: K images per identity in a batch (P = batch_size / K)
+    sampler_options: Any = field(default_factory=dict)  # the sampler's own options (identity: instances, K)
     eval_batch_size: int = 256  # batch per process for validation and test
     workers: int = 4  # DataLoader workers for folder datasets
     augment: str = "cifar"  # cifar (pad crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erase) | none

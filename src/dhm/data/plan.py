@@ -53,7 +53,7 @@ class BatchPlan:
         if self.train and self.micro % group:
             raise DataError(
                 f"a micro-batch of {self.micro} images (data.batch_size / processes / accum_steps) must hold whole "
-                f"groups of {group} (data.instances)"
+                f"groups of {group} (data.sampler_options.instances)"
             )
         self._steps = self.sampler.steps(self.batch_size) if self.train else None
 

@@ -7,7 +7,7 @@ that belong together (the K images of one identity); the plan keeps every run on
 pairs samples inside a group (batch-hard triplets) sees them whatever the process count.
 
 * ``random``: a seeded permutation of the split (the last partial batch dropped), drawn on the training device.
-* ``identity``: P identities x K images (``data.instances`` = K, P = batch / K), as the re-ID recipes draw them:
+* ``identity``: P identities x K images (``data.sampler_options.instances`` = K, P = batch / K), as the re-ID recipes draw them:
   each pass shuffles every identity's images into groups of K (an identity with fewer than K images is topped up
   by drawing with replacement), then fills batches with groups of P distinct identities picked at random among
   those with groups left; a new pass starts when fewer than P are left. An epoch has (groups of one pass) / P
@@ -18,11 +18,13 @@ pairs samples inside a group (batch-hard triplets) sees them whatever the proces
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..options import SAMPLERS as OPTIONS
 from ..registry import Registry
 
 
@@ -66,13 +68,24 @@ class RandomOrder(Sampler):
         return permutation(self.size, generator)[: steps * batch_size]
 
 
+@dataclass
+class IdentityOptions:
+    """``data.sampler_options.*`` of ``identity`` (``pk``)."""
+
+    instances: int = 4  # K images per identity in a batch (P = data.batch_size / K)
+
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise ConfigError(f"data.sampler_options.instances must be >= 1, got {self.instances!r}")
+
+
 @SAMPLERS.register("identity")
 class IdentityOrder(Sampler):
     """P identities x K images per batch (``instances`` = K); see the module docstring."""
 
     def __init__(self, labels: Tensor, instances: int = 4, **_: object) -> None:
         if instances < 1:
-            raise DataError(f"data.instances={instances} must be at least 1")
+            raise DataError(f"data.sampler_options.instances={instances} must be at least 1")
         self.group = instances
         labels = labels.cpu()
         self.members = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
@@ -80,11 +93,14 @@ class IdentityOrder(Sampler):
 
     def steps(self, batch_size: int) -> int:
         if batch_size % self.group:
-            raise DataError(f"data.batch_size={batch_size} must be a multiple of data.instances={self.group}")
+            raise DataError(
+                f"data.batch_size={batch_size} must be a multiple of data.sampler_options.instances={self.group}"
+            )
         per_batch = batch_size // self.group
         if per_batch > len(self.members):
             raise DataError(
-                f"data.batch_size={batch_size} with data.instances={self.group} takes {per_batch} identities per "
+                f"data.batch_size={batch_size} with data.sampler_options.instances={self.group} takes {per_batch} "
+                "identities per "
                 f"batch; the training split has {len(self.members)}"
             )
         return self.groups // per_batch
@@ -149,6 +165,7 @@ class ClassPairs(Sampler):
 
 
 SAMPLERS.register("pk")(IdentityOrder)  # the name re-ID codebases give it (P identities x K images)
+OPTIONS.update(identity=IdentityOptions, pk=IdentityOptions)  # what the config checks data.sampler_options against
 
 
 def build_sampler(name: str, labels: Tensor, **options: object) -> Sampler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import os
 from collections.abc import Iterator
@@ -169,7 +170,8 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
         train_src, val_src = carve_validation(by, bundle.train, cfg.data.val_size, cfg.data.split_seed)
     train_src = take_subset(train_src, cfg.data.train_subset, cfg.data.split_seed)
     with _config_key("data.sampler"):
-        sampler = build_sampler(cfg.data.sampler or task.sampler, train_src.labels, instances=cfg.data.instances)
+        options = dataclasses.asdict(cfg.data.sampler_options)  # typed by the sampler (config/resolve.py)
+        sampler = build_sampler(cfg.data.sampler or task.sampler, train_src.labels, **options)
     num_classes = cfg.model.num_classes or len(bundle.classes)
     for split, src in bundle.splits.items():
         task.check_labels(split, src.labels, num_classes)

@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..gather import gather_rows
+from ..options import TASK_SAMPLERS
 from ..registry import Registry
 
 
@@ -138,7 +139,20 @@ def format_rows(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-TASKS: Registry[Task] = Registry("task")
+class _Tasks(Registry[Task]):
+    """The task registry; registering a task also tells the config which sampler it draws with by default."""
+
+    def register(self, name: str | None = None, **meta):
+        deco = super().register(name, **meta)
+
+        def record(task: Task) -> Task:
+            TASK_SAMPLERS[name or task.name] = task.sampler
+            return deco(task)
+
+        return record
+
+
+TASKS: Registry[Task] = _Tasks("task")
 
 
 def get_task(name: str) -> Task:

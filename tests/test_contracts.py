@@ -127,3 +127,22 @@ def test_no_engine_file_names_a_method_or_reads_a_methods_option():
             if ENGINE_WORDS.search(line):
                 found.append(f"{path.name}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides"),
+    [
+        ("pku-reid", ["loss.mode=dhm-emb", "data.options.test_ids=8", "loss.supervision.center_weight=0.0005"]),
+        ("market1501/resnet50", []),
+        ("smoke", ["loss.mode=dsn", "loss.options.aux_weight=[0.3,0.7]"]),
+        ("demo", ["loss.mode=ce"]),
+        ("cifar100/wrn28_10", ["loss.mode=dml", "loss.options.peer_update=alternating"]),
+    ],
+)
+def test_a_run_reruns_from_its_own_config_yaml(recipe, overrides, tmp_path):
+    """config.yaml holds every setting that trains (data.image_size and every option included): read back as a
+    recipe it resolves to the same config."""
+    cfg = load_config(recipe, overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(str(path)) == cfg

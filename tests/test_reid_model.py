@@ -161,26 +161,44 @@ def test_unknown_optimizer_is_a_config_error():
         build_optimizer(nn.Linear(2, 2), load_config("smoke", ["optim.name=adamm"]).optim)
 
 
-def test_center_loss_value_gradients_and_own_sgd_update():
+def _bot_center_loss(x, labels, centers):
+    """michuanhaohao/reid-strong-baseline@3da7e6f layers/center_loss.py:29-56, in float64."""
+    batch_size, num_classes = x.size(0), centers.size(0)
+    distmat = (
+        torch.pow(x, 2).sum(dim=1, keepdim=True).expand(batch_size, num_classes)
+        + torch.pow(centers, 2).sum(dim=1, keepdim=True).expand(num_classes, batch_size).t()
+    )
+    distmat = torch.addmm(distmat, x, centers.t(), beta=1, alpha=-2)
+    classes = torch.arange(num_classes).long()
+    mask = labels.unsqueeze(1).expand(batch_size, num_classes).eq(classes.expand(batch_size, num_classes))
+    dist = distmat * mask.double()
+    return dist.clamp(min=1e-12, max=1e12).sum() / batch_size
+
+
+def test_center_loss_is_bots_in_value_gradient_and_center_step():
+    """BoT's center loss and its update (engine/trainer.py:80-91 of the same commit: loss = ... + w * center(feat),
+    backward, the centers' gradients multiplied by 1/w, SGD lr 0.5), against dhm's term, in float64."""
     from dhm.losses import CenterLoss
 
-    term = CenterLoss(num_classes=3, dims=(4, 2), names=("main", "head1"), heads="main", weight=0.1, lr=0.5)
-    feats = torch.randn(6, 4, dtype=torch.float64).float().requires_grad_()
-    y = torch.tensor([0, 0, 1, 1, 2, 2])
-    centers = term.centers[0]
+    w = 5e-4
+    term = CenterLoss(num_classes=5, dims=(4, 2), names=("main", "head1"), heads="main", weight=w, lr=0.5).double()
+    feats = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1, 2, 4])
+    bot_centers = term.centers[0].detach().clone().requires_grad_()
+    bot_feats = feats.detach().clone().requires_grad_()
+    bot = w * _bot_center_loss(bot_feats, y, bot_centers)
+    bot.backward()
+    bot_centers.grad *= 1.0 / w
+    with torch.no_grad():
+        bot_centers -= 0.5 * bot_centers.grad
     out: dict = {}
     value = term([None, None], ["main", "head1"], y, out, {"features": [feats, torch.zeros(6, 2)]})
-    plain = 0.5 * (feats.detach().double() - centers.detach().double()[y]).pow(2).sum(1).mean()
-    assert float(value.detach()) == pytest.approx(0.1 * float(plain), rel=1e-5)  # the value: the weighted loss
-    assert float(out["center/main"]) == pytest.approx(float(plain), rel=1e-5)
+    torch.testing.assert_close(value.detach(), bot.detach(), rtol=1e-10, atol=1e-12)  # the weighted loss
+    torch.testing.assert_close(out["center/main"], bot.detach() / w, rtol=1e-10, atol=1e-12)
     value.backward()
-    diff = (feats.detach() - centers.detach()[y]) / 6
-    torch.testing.assert_close(feats.grad, 0.1 * diff)  # features: the weighted gradient
-    expected = -torch.zeros(3, 4).index_add_(0, y, diff)
-    torch.testing.assert_close(centers.grad, expected)  # centers: the unweighted one (BoT's 1/weight rescale)
-    before = centers.detach().clone()
+    torch.testing.assert_close(feats.grad, bot_feats.grad, rtol=1e-10, atol=1e-14)  # the weighted gradient
     term.own_optimizer().step()
-    torch.testing.assert_close(centers.detach(), before - 0.5 * expected)
+    torch.testing.assert_close(term.centers[0].detach(), bot_centers.detach(), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -135,3 +135,23 @@ def test_the_evaluator_benchmark_runs_in_its_tiny_mode(capsys):
     spec.loader.exec_module(module)
     result = module.main(["--tiny"])
     assert result["same_numbers"] and result["metrics"]["valid"] == 60
+
+
+def test_any_float_dtype_layout_and_numpy_input_is_evaluated_as_torchreid_would():
+    """What torchreid users hand in: float64 (exactly ranked, even below float32's resolution), float16,
+    bfloat16, a transposed view and NumPy arrays (distances and ids) all give the per-query loop's result."""
+    g = torch.Generator().manual_seed(3)
+    d64 = torch.rand(30, 120, generator=g, dtype=torch.float64)
+    d64[:, 1::2] = d64[:, 0::2] - 1e-12  # float32 would tie these and keep gallery order; float64 reverses it
+    q_pids, g_pids = torch.randint(0, 12, (30,), generator=g), torch.randint(0, 12, (120,), generator=g)
+    q_cams, g_cams = torch.randint(0, 3, (30,), generator=g), torch.randint(0, 3, (120,), generator=g)
+    ids = [x.numpy() for x in (q_pids, g_pids, q_cams, g_cams)]
+    for dist in (d64, d64.numpy(), d64.t().contiguous().t()):
+        cmc, mean_ap, minp, valid = numpy_loop(np.asarray(dist), *ids)
+        r = evaluate(dist, *ids)
+        assert r["mAP"] == pytest.approx(mean_ap, abs=1e-12) and r["mINP"] == pytest.approx(minp, abs=1e-12)
+        assert np.allclose(r["cmc"], cmc[: len(r["cmc"])]) and r["num_valid_queries"] == valid
+    for low in (torch.float16, torch.bfloat16):
+        rounded = d64.to(low)
+        cmc, mean_ap, _, _ = numpy_loop(rounded.double().numpy(), *ids)  # ties as the rounded values tie
+        assert evaluate(rounded, *ids)["mAP"] == pytest.approx(mean_ap, abs=1e-12)

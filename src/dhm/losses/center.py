@@ -1,5 +1,8 @@
 """The center loss of re-ID's strong baseline (Wen et al. 2016, as BoT trains it): one learned center per identity
-and head; ``weight * 1/2 * mean_i ||f_i - c_{y_i}||^2`` on each head's pre-BN embedding.
+and head; ``weight * mean_i ||f_i - c_{y_i}||^2`` on each head's pre-BN embedding, as
+michuanhaohao/reid-strong-baseline@3da7e6f layers/center_loss.py:29-56 computes it (each squared distance clamped
+to [1e-12, 1e12], and the (C - 1) masked-out entries of every row clamped up to 1e-12 too: a constant
+(C - 1) x 1e-12 in the value, none in the gradient; kept so that the value is BoT's to the last digit).
 
 The centers are the term's own parameters and have their own update, as in BoT: plain SGD (``lr`` 0.5) on the
 *unweighted* loss, while the features get the weighted gradient. Both come from one expression, ``weight * L(f,
@@ -51,6 +54,11 @@ class CenterLoss(Term):
             [nn.Parameter(torch.randn(num_classes, int(dims[k]))) for k in self.chosen]  # BoT: standard normal
         )
 
+    @staticmethod
+    def centers_count(centers: torch.Tensor) -> int:
+        """The number of identities (BoT's ``num_classes``)."""
+        return centers.shape[0]
+
     def own_optimizer(self) -> torch.optim.Optimizer:
         """BoT's center optimizer: SGD with ``lr`` (no momentum, no weight decay, no schedule)."""
         return torch.optim.SGD(self.parameters(), lr=self.lr)
@@ -61,8 +69,9 @@ class CenterLoss(Term):
         for centers, k in zip(self.centers, self.chosen):
             f = fp32(features[k])
             c = centers[target]
-            to_features = 0.5 * (f - c.detach()).pow(2).sum(1).mean()
-            to_centers = 0.5 * (f.detach() - c).pow(2).sum(1).mean()
+            floor = (self.centers_count(centers) - 1) * 1e-12  # BoT's clamped, masked-out distances
+            to_features = (f - c.detach()).pow(2).sum(1).clamp(1e-12, 1e12).mean() + floor
+            to_centers = (f.detach() - c).pow(2).sum(1).clamp(1e-12, 1e12).mean() + floor
             out[f"center/{names[k]}"] = to_features.detach()
             part = self.weight * to_features + (to_centers - to_centers.detach())  # the value: the weighted loss
             total = part if total is None else total + part

@@ -139,20 +139,37 @@ def _summarise(ranks: Tensor, counts: Tensor, max_rank: int, gallery: int) -> di
 def evaluate(
     distmat: Tensor, q_pids: Tensor, g_pids: Tensor, q_camids: Tensor, g_camids: Tensor, max_rank: int = 50
 ) -> dict:
-    """Re-ID metrics of a (Q, G) distance matrix: ``{"mAP", "cmc" (rank-1 first, ``max_rank`` long or the
-    gallery's size), "mINP", "num_valid_queries"}`` (mAP, CMC and mINP as fractions in [0, 1]).
+    """Re-ID metrics of a (Q, G) distance matrix (a tensor or a NumPy array, any float dtype and layout; float64
+    distances are ranked exactly): ``{"mAP", "cmc" (rank-1 first, ``max_rank`` long or the gallery's size),
+    "mINP", "num_valid_queries"}`` (mAP, CMC and mINP as fractions in [0, 1]).
 
     Example:
         >>> result = evaluate(distance(qf, gf), q_pids, g_pids, q_camids, g_camids)
         >>> result["cmc"][0], result["mAP"]                      # rank-1, mAP
     """
+    distmat = torch.as_tensor(distmat)  # a NumPy array too (torchreid's distmat)
+    if not distmat.is_floating_point() or distmat.dtype in (torch.float16, torch.bfloat16):
+        distmat = distmat.float()  # exact
     dev = distmat.device
     q_pids, g_pids, q_camids, g_camids = (torch.as_tensor(t, device=dev) for t in (q_pids, g_pids, q_camids, g_camids))
     low = _check(distmat, q_pids, g_pids, q_camids, g_camids)
     gallery = Gallery(g_pids, g_camids)
     blocks = query_blocks(len(q_pids), len(g_pids), BLOCK)
-    parts = [_block_ranks(distmat[sl], q_pids[sl], q_camids[sl], gallery, low >= 0) for sl in blocks]
+    parts = []
+    for sl in blocks:
+        block, nonneg = _float32_order(distmat[sl], low >= 0)
+        parts.append(_block_ranks(block, q_pids[sl], q_camids[sl], gallery, nonneg))
     return _summarise(*_join(parts), max_rank, len(g_pids))
+
+
+def _float32_order(block: Tensor, nonneg: bool) -> tuple[Tensor, bool]:
+    """A contiguous float32 block that orders (and ties) exactly as ``block`` does: float32 itself, or for wider
+    floats (float64) each distance's dense rank within the block, exact in float32 below 2^24 distances."""
+    if block.dtype == torch.float32:
+        return block.contiguous(), nonneg
+    if block.numel() >= 1 << 24:
+        raise ValueError(f"a float64 distance block of {block.numel()} values is too large to rank exactly")
+    return torch.unique(block, return_inverse=True)[1].to(torch.float32).contiguous(), True
 
 
 def evaluate_features(

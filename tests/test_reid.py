@@ -59,9 +59,11 @@ def test_msmt17_lists_and_bad_lines(tmp_path):
     (tmp_path / "list_val.txt").write_text("0002/0002_000_03_x_1.jpg 2\n")
     (tmp_path / "list_query.txt").write_text("0003/0003_000_02_x_1.jpg 3\n")
     (tmp_path / "list_gallery.txt").write_text("0003/0003_001_05_x_2.jpg 3\n")
-    cfg = load_config("smoke", ["data.name=msmt17", f"data.root={tmp_path}"]).data
+    cfg = load_config("smoke", ["data.name=msmt17", f"data.root={tmp_path}", "data.options.with_val=true"]).data
     bundle = build_dataset(cfg)
     assert len(bundle.train) == 3 and bundle.train.meta["camera"].tolist() == [0, 6, 2]
+    protocol = build_dataset(load_config("smoke", ["data.name=msmt17", f"data.root={tmp_path}"]).data)
+    assert len(protocol.train) == 2  # list_val.txt only when asked, as torchreid (combineall)
     assert bundle.test.meta["camera"].tolist() == [1, 4] and bundle.test.meta["role"].tolist() == [0, 1]
     (tmp_path / "list_query.txt").write_text("only-a-path\n")
     with pytest.raises(DataError, match="list_query.txt:1"):
@@ -152,3 +154,24 @@ def test_the_retrieval_task_supervises_as_bot_and_ce_trains_the_plain_backbone_w
         load_config("smoke", ["loss.supervision.margin=0.2"])
     assert "bot" not in dhm.METHODS
     assert load_config("pku-reid", ["loss.mode=ce"]).model.branches == "none"  # BoT alone: the plain backbone
+
+
+def test_a_missing_cuhk03np_variant_is_refused_never_read_as_the_other(tmp_path):
+    from PIL import Image
+
+    labeled = tmp_path / "cuhk03-np" / "labeled"
+    for folder, names in (
+        ("bounding_box_train", ["0001_c1s1_000001_00.jpg", "0001_c2s1_000002_00.jpg", "0002_c1s1_000003_00.jpg"]),
+        ("query", ["0003_c1s1_000004_00.jpg"]),
+        ("bounding_box_test", ["0003_c2s1_000005_00.jpg", "0004_c1s1_000006_00.jpg"]),
+    ):
+        (labeled / folder).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (16, 32), (120, 60, 30)).save(labeled / folder / name)
+    base = ["data.name=cuhk03np", f"data.root={tmp_path}", "loss.mode=ce", "train.task=retrieval"]
+    with pytest.raises(DataError, match="no detected/ folder under"):
+        build_dataset(load_config("smoke", [*base, "data.options.variant=detected"]).data)
+    with pytest.raises(DataError, match="no detected/ folder under"):  # pointed at the labeled folder itself
+        build_dataset(load_config("smoke", [*base[:1], f"data.root={labeled}", *base[2:]]).data)
+    bundle = build_dataset(load_config("smoke", [*base, "data.options.variant=labeled"]).data)
+    assert len(bundle.train.labels) == 3

@@ -150,7 +150,11 @@ def cuhk03np(cfg: DataConfig) -> Bundle:
     layout."""
     variant = cfg.options.variant
     root = _under(Path(cfg.root).expanduser(), "cuhk03-np", "CUHK03-NP")
-    return market_layout(f"cuhk03np-{variant}", _under(root, variant), cfg)
+    if (root / variant).is_dir():
+        root = root / variant
+    elif root.name != variant:  # never the other variant's images under this variant's name
+        raise DataError(f"cuhk03np: no {variant}/ folder under {root} (data.options.variant={variant})")
+    return market_layout(f"cuhk03np-{variant}", root, cfg)
 
 
 def _msmt_list(root: Path, images: Path, name: str) -> Items:
@@ -171,15 +175,23 @@ def _msmt_list(root: Path, images: Path, name: str) -> Items:
     return items
 
 
-@register_dataset("msmt17", keys=("root", "workers", "in_memory"))
+@dataclass
+class MSMT17Options:
+    """``data.options.*`` of ``msmt17``."""
+
+    with_val: bool = False  # add list_val.txt to training (torchreid: only with combineall; the protocol: not)
+
+
+@register_dataset("msmt17", keys=("root", "workers", "in_memory"), options=MSMT17Options)
 def msmt17(cfg: DataConfig) -> Bundle:
-    """MSMT17 (1,041 training identities, 15 cameras): ``list_train.txt`` (+ ``list_val.txt``, as torchreid adds
-    it), ``list_query.txt``, ``list_gallery.txt``, images under ``train/`` and ``test/`` (V1) or
-    ``mask_train_v2/`` and ``mask_test_v2/`` (V2)."""
+    """MSMT17 (1,041 training identities, 15 cameras): ``list_train.txt`` (+ ``list_val.txt`` only with
+    ``data.options.with_val=true``, as torchreid only with ``combineall``), ``list_query.txt``,
+    ``list_gallery.txt``, images under ``train/`` and ``test/`` (V1) or ``mask_train_v2/`` and ``mask_test_v2/``
+    (V2)."""
     root = _under(Path(cfg.root).expanduser(), "MSMT17_V2", "MSMT17_V1", "MSMT17")
     train_dir, test_dir = ("mask_train_v2", "mask_test_v2") if (root / "mask_train_v2").is_dir() else ("train", "test")
     train = _msmt_list(root, root / train_dir, "list_train.txt")
-    if (root / "list_val.txt").is_file():
+    if cfg.options.with_val:
         train += _msmt_list(root, root / train_dir, "list_val.txt")
     query = _msmt_list(root, root / test_dir, "list_query.txt")
     gallery = _msmt_list(root, root / test_dir, "list_gallery.txt")

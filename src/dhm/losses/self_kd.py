@@ -8,7 +8,7 @@ Kim et al. 2021), as loss terms on the main head.
   authors' way, the method's default) is the step's business (:mod:`dhm.steps.paired`).
 * ``pskd``: soft targets (1 - a_t) onehot(y) + a_t p_{t-1}(x), where p_{t-1}(x) is the model's own softmax on the
   same training image in the previous epoch, kept in a per-sample memory (a persistent buffer: saved in the
-  checkpoint, so a resume is exact; gathered across processes under DDP), and a_t = a_T * epoch / epochs rises
+  checkpoint, so a resume is exact; gathered across processes under DDP), and a_t = a_T * (epoch + 1) / epochs rises
   linearly to a_T = 0.8 (authors) at the last epoch. Loss = - sum_c target_c log p_c, batch mean.
 """
 
@@ -55,19 +55,28 @@ class ProgressiveSelfKD(Term):
     """PS-KD on the main head: reads and refreshes the per-sample memory of last epoch's predictions (by the
     batch's ``meta["index"]``). Logs ``ce/main`` (the soft-target loss) and ``pskd_alpha``."""
 
-    def __init__(self, num_samples: int, num_classes: int, alpha: float = 0.8, epochs: int = 1) -> None:
+    def __init__(
+        self, num_samples: int, num_classes: int, alpha: float = 0.8, epochs: int = 1, memory: str = "float32"
+    ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"pskd's final alpha must be in [0, 1], got {alpha}")
         self.final, self.epochs = alpha, max(1, epochs)
-        # float16 halves the memory (probabilities in [0, 1] keep 3 significant digits); persistent: checkpointed
-        self.register_buffer("memory", torch.zeros(num_samples, num_classes, dtype=torch.float16))
+        if memory not in ("float32", "float16"):
+            raise ValueError(f"pskd's memory is float32 (the authors') or float16 (half the memory), got {memory!r}")
+        # persistent: checkpointed, so a resume is exact; float16 halves it (probabilities keep 3 digits)
+        dtype = torch.float16 if memory == "float16" else torch.float32
+        self.register_buffer("memory", torch.zeros(num_samples, num_classes, dtype=dtype))
+        # which samples have a prediction yet: an image the sampler has not drawn (a dropped last partial batch) is
+        # taught by its one-hot label, as the authors' first epoch writes it, never by a zero row
+        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         self.register_buffer("alpha_now", torch.tensor(0.0), persistent=False)
         self.progressed = False
 
     def set_progress(self, epoch: float) -> None:
         self.progressed = True
-        self.alpha_now.fill_(self.final * math.floor(epoch) / self.epochs)  # per epoch, as the authors
+        # per epoch, reaching the final alpha at the last epoch: alpha_T (e + 1) / E (lgcnsai/PS-KD-Pytorch main.py:323)
+        self.alpha_now.fill_(self.final * (math.floor(epoch) + 1) / self.epochs)
 
     def forward(self, heads, names, target, out, extra=None):
         if not self.progressed:
@@ -76,8 +85,10 @@ class ProgressiveSelfKD(Term):
         if index is None:
             raise ValueError("pskd needs each sample's index (batch.meta['index']) to find its last prediction")
         z = fp32(heads[0])
-        past = self.memory.index_select(0, index).to(z.dtype)
         onehot = F.one_hot(target, z.shape[-1]).to(z.dtype)
+        past = torch.where(
+            self.seen.index_select(0, index)[:, None], self.memory.index_select(0, index).to(z.dtype), onehot
+        )
         soft = (1 - self.alpha_now) * onehot + self.alpha_now * past
         loss = -(soft * F.log_softmax(z, -1)).sum(-1).mean()
         self._remember(index, F.softmax(z.detach(), -1))
@@ -89,3 +100,4 @@ class ProgressiveSelfKD(Term):
         """Write this step's predictions (every process's, under DDP) into the memory."""
         index, probs = gather_equal(index), gather_equal(probs)
         self.memory.index_copy_(0, index, probs.to(self.memory.dtype))
+        self.seen.index_fill_(0, index, True)

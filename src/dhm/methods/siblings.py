@@ -57,9 +57,11 @@ class CSKDOptions:
 @dataclass
 class PSKDOptions:
     final_alpha: float = 0.8  # the weight of last epoch's predictions in the targets at the last epoch
+    memory: str = "float32"  # the per-sample memory: float32 (the authors') | float16 (half the memory)
 
     def __post_init__(self) -> None:
         _check(0 <= self.final_alpha <= 1, "final_alpha", "in [0, 1]", self.final_alpha)
+        _check(self.memory in ("float32", "float16"), "memory", "float32 or float16", self.memory)
 
 
 def _dsn(loss: Any) -> list[TermSpec]:
@@ -88,7 +90,7 @@ METHODS.register("dks")(
         layouts=ANY_HEADS,
         tasks=("classification", "retrieval"),
         reads=(*PAIR_KEYS, "label_smoothing"),
-        defaults=lambda e: dict(PAPER_PAIRS),
+        defaults=lambda e: {**PAPER_PAIRS, "loss.eps": 1e-8},  # the authors' smoothing (KL_divergence.py)
         doc="DKS (Sun et al. 2019): CE on every head + KL over all ordered head pairs, T=1, no T^2, teacher detached",
     )
 )
@@ -173,7 +175,7 @@ METHODS.register("cskd")(
 )
 METHODS.register("pskd")(
     Method(
-        lambda loss: [TermSpec("pskd", {"alpha": loss.options.final_alpha})],
+        lambda loss: [TermSpec("pskd", {"alpha": loss.options.final_alpha, "memory": loss.options.memory})],
         layout="none",
         supervise="none",
         options=PSKDOptions,

@@ -5,6 +5,7 @@ engine file names a method or reads a method's option."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def test_no_engine_file_names_a_method_or_reads_a_methods_option():
         ("smoke", ["loss.mode=dsn", "loss.options.aux_weight=[0.3,0.7]"]),
         ("demo", ["loss.mode=ce"]),
         ("cifar100/wrn28_10", ["loss.mode=dml", "loss.options.peer_update=alternating"]),
+        ("demo", ["loss.mode=dhm-gentle"]),
+        ("smoke", ["loss.mode=dhm-rampup", "loss.rampup_epochs=4", "train.epochs=8"]),  # a sweep of a variant
     ],
 )
 def test_a_run_reruns_from_its_own_config_yaml(recipe, overrides, tmp_path):
@@ -145,4 +148,6 @@ def test_a_run_reruns_from_its_own_config_yaml(recipe, overrides, tmp_path):
     cfg = load_config(recipe, overrides)
     path = tmp_path / "config.yaml"
     path.write_text(dump_config(cfg))
-    assert load_config(str(path)) == cfg
+    again = load_config(str(path))
+    assert dataclasses.replace(again, loss=dataclasses.replace(again.loss, mode=cfg.loss.mode)) == cfg
+    assert again.loss.mode in (cfg.loss.mode, METHODS.get(cfg.loss.mode).base)  # a tuned variant: its base

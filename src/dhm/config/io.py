@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..methods import get_method
 from .datakeys import unused_keys
 from .legacy import migrate
 from .presets import apply_loss_preset
@@ -114,8 +115,8 @@ def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ())
     return _resolved(data, explicit)
 
 
-def _resolved(data: dict[str, Any], explicit: dict[str, Any]) -> Config:
-    resolve_method(data, explicit)
+def _resolved(data: dict[str, Any], explicit: dict[str, Any], saved: bool = False) -> Config:
+    resolve_method(data, explicit, saved)
     apply_loss_preset(data, explicit)
     cfg = build(Config, data)
     build_options(cfg)
@@ -147,7 +148,7 @@ def _sections(data: dict[str, Any]) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from its dict form (as saved in run directories and checkpoints), strictly checked."""
     data = migrate(_sections(copy.deepcopy(data)))
-    return _resolved(data, {})
+    return _resolved(data, {}, saved=True)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -155,11 +156,28 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def written_mode(data: dict[str, Any]) -> str:
+    """The method a config's mapping is written as: its own, or a tuned variant's base."""
+    method = get_method(data["loss"]["mode"])
+    if not method.base:
+        return data["loss"]["mode"]
+    epochs = data["train"]["epochs"]
+    for dotted, value in method.settings(epochs).items():
+        node: Any = data
+        for part in dotted.split("."):
+            node = node[part]
+        if node != value:
+            return method.base
+    return data["loss"]["mode"]
+
+
 def dump_config(cfg: Config) -> str:
     """The config as YAML text (what ``dhm config`` prints and run directories keep as ``config.yaml``), without
     the ``data.*`` keys its dataset does not read (:mod:`dhm.config.datakeys`); a count-valued ``data.val_size``
-    is shown as a count."""
+    is shown as a count. A variant whose defining settings were tuned (``dhm-rampup loss.rampup_epochs=15``) is
+    written as its base method with those settings, so that the file read back as a recipe trains the same."""
     data = to_dict(cfg)
+    data["loss"]["mode"] = written_mode(data)
     for key in unused_keys(cfg.data.name):
         data["data"].pop(key, None)
     val = data["data"].get("val_size")

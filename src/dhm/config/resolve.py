@@ -67,9 +67,10 @@ def method_of(data: dict[str, Any]) -> tuple[str, Method]:
         raise ConfigError(f"loss.mode: {exc} (`dhm methods` lists them)") from None
 
 
-def resolve_method(data: dict[str, Any], explicit: dict[str, Any]) -> None:
+def resolve_method(data: dict[str, Any], explicit: dict[str, Any], saved: bool = False) -> None:
     """Resolve the method of ``data`` (merged recipe and overrides, changed in place); ``explicit`` holds the keys
-    given as overrides. See the module docstring."""
+    given as overrides. ``saved``: ``data`` is a config a run saved (what trained): a variant's settings do not
+    replace its values (a sweep's own ramp-up stays). See the module docstring."""
     mode, method = method_of(data)
     epochs = _get(data, "train.epochs")[1]
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 10
@@ -93,7 +94,7 @@ def resolve_method(data: dict[str, Any], explicit: dict[str, Any]) -> None:
             )
         _put(data, "data.sampler", method.sampler)
     for key, value in method.settings(epochs).items():
-        if not _get(explicit, key)[0]:  # an override tunes the variant (a sweep: dhm-rampup loss.rampup_epochs=15)
+        if not _get(explicit, key)[0] and not (saved and _get(data, key)[0]):  # an override tunes the variant
             _put(data, key, value)
     for key, value in method.defaults(epochs).items():
         if not _get(data, key)[0]:

@@ -77,7 +77,7 @@ def write_via_temp(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except Exception as exc:  # noqa: BLE001 - the writer's own error types (SafetensorError, RuntimeError, ...)
+    except Exception as exc:
         if not _is_write_error(exc):
             raise
         raise CheckpointError(f"cannot write {path}: {write_failure(exc)}") from None

@@ -12,12 +12,12 @@ from torch import Tensor, nn
 
 from ..data.batch import batch_meta
 from ..errors import DivergedError
+from ..steps import EagerStep
 from ..tasks import Task
 from . import dist as D
 from .parts import Parts
 from .progress import Display
 from .runtime import Runtime
-from ..steps import EagerStep
 
 NONFINITE = "nonfinite/"  # meters that flag non-finite loss terms or weights (not averaged, not reported)
 

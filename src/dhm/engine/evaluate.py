@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..precision import autocast
 from ..tasks import EvalContext, Task, get_task
 from . import dist as D
-from ..precision import autocast
 from .progress import LogProgress
 
 

@@ -16,8 +16,8 @@ from ..data.own import DeviceLoader
 from ..data.own_checks import BatchCheck, model_probe, num_outputs
 from ..errors import ConfigError
 from ..methods import get_method
-from . import dist as D
 from ..steps import run_kind
+from . import dist as D
 from .build import build_loss, method_step
 from .optim import build_optimizer, build_scheduler
 from .parts import Parts, RunMeta, steps_per_epoch

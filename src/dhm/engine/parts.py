@@ -17,9 +17,9 @@ from ..data.sizes import image_hw
 from ..errors import ConfigError
 from ..losses import Objective
 from ..registry import RegistryError
+from ..steps import run_kind
 from ..tasks import Task, get_task
 from . import dist as D
-from ..steps import run_kind
 from .build import build_data, build_loss, build_model, method_step, model_spec
 from .optim import build_optimizer, build_scheduler
 from .runtime import Runtime

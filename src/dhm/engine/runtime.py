@@ -12,9 +12,9 @@ import torch
 
 from ..config.schema import TrainConfig
 from ..errors import ConfigError
+from ..precision import autocast, resolve_amp, resolve_channels_last
 from . import dist as D
 from .compiling import records_cuda_graphs, resolve_compile
-from ..precision import autocast, resolve_amp, resolve_channels_last
 
 
 @dataclass(frozen=True)

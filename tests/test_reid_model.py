@@ -240,3 +240,35 @@ def test_pk_is_the_identity_sampler():
         for n in ("pk", "identity")
     ]
     assert torch.equal(torch.as_tensor(draws[0]), torch.as_tensor(draws[1]))
+
+
+def test_pretrained_weights_start_the_branch_stages_they_copy_and_dml_peers(tmp_path, capsys):
+    """model.pretrained_branches=copy (the default): each replicated branch stage starts as the backbone stage it
+    copies (the file's weights), a DML peer takes every tensor the backbone took from the file (its classifier, of
+    other classes, stays its own); random keeps the branches as built; the switch without a file is refused."""
+    source = dhm.create_model("cifar_resnet20", num_classes=100, widths=(8, 8, 16), branches="none")
+    path = tmp_path / "pre.pth"
+    torch.save(source.state_dict(), path)
+    common = ["model.widths=[8,8,16]", f"model.pretrained={path}"]
+    model = build_model(load_config("smoke", ["loss.mode=dhm", "model.branches=paper", *common]), 10, 3)
+    out = capsys.readouterr().out
+    # the paper's layout: head1 is a double-width copy of layer3 (kept), head2 copies layer2 and 2 blocks of layer3
+    assert "head1.stages.0 kept as initialised (not the shapes of layer3)" in out
+    assert "head2.stages.0 <- layer2 (36 tensors)" in out and "head2.stages.1 <- layer3" in out
+    for stage, original in ((0, source.layer2), (1, source.layer3)):
+        theirs = original.state_dict()
+        for k, a in model.branches["head2"].stages[stage].state_dict().items():
+            torch.testing.assert_close(a, theirs[k], msg=k)
+    random_ = build_model(
+        load_config("smoke", ["loss.mode=dhm", "model.branches=paper", *common, "model.pretrained_branches=random"]),
+        10,
+        3,
+    )
+    assert not torch.equal(random_.branches["head2"].stages[0][0].conv1.weight, source.layer3[0].conv1.weight)
+    assert "the branches start as initialised" in capsys.readouterr().out
+    peers = build_model(load_config("smoke", ["loss.mode=dml", *common]), 10, 3)
+    peer = peers.branches["head1"].stages[0].net
+    torch.testing.assert_close(peer.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert not torch.equal(peer.fc.weight, peers.backbone.fc.weight)  # not in the file: each peer its own
+    with pytest.raises(ConfigError, match="model.pretrained, which is not set"):
+        build_model(load_config("smoke", ["loss.mode=dhm", "model.pretrained_branches=random"]), 10, 3)

@@ -83,9 +83,11 @@ def test_dsn_default_stop_is_the_end_of_the_run_and_needs_progress():
         loss_fn([torch.randn(2, C)] * 3, torch.zeros(2, dtype=torch.long))
 
 
-def test_dml_is_ce_plus_the_mean_kl_to_the_other_peers():
+def test_dml_paper_form_is_ce_plus_the_mean_kl_to_the_other_peers():
+    """The paper's 1 / (K - 1) mean (``loss.options.kl_reduce=mean``) with exact KL; the authors' sum and smoothing
+    are tests/test_fidelity_siblings.py's."""
     heads, y = _heads(3, 5), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(6))
-    out = _loss("dml", 3)(heads, y)
+    out = _loss("dml", 3, ("loss.options.kl_reduce=mean", "loss.eps=0"))(heads, y)
     expected = sum(
         F.cross_entropy(heads[k], y) + sum(_kl(heads[j].detach(), heads[k]) for j in range(3) if j != k) / 2
         for k in range(3)
@@ -187,9 +189,11 @@ def test_each_self_distillation_method_trains_end_to_end(mode, tmp_path):
 
 
 def test_one_is_ce_on_every_branch_and_the_ensemble_plus_ramped_t2_kl_from_the_detached_ensemble():
+    """dhm's former form through its switches: exact KL (``loss.eps=0``) ramped every step (``loss.rampup_per=step``);
+    the authors' defaults are tests/test_fidelity_siblings.py's."""
     heads, y = _heads(4, 10), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(11))
     names = ("main", "head1", "head2", "gate")
-    cfg = load_config("smoke", ["loss.mode=one", "train.epochs=300"])
+    cfg = load_config("smoke", ["loss.mode=one", "train.epochs=300", "loss.eps=0", "loss.rampup_per=step"])
     assert cfg.model.branches == "one:3" and cfg.loss.rampup_epochs == 80 and cfg.loss.temperature == 3
     loss_fn = build_loss(cfg, names).double()
     for epoch in (10.0, 100.0):
@@ -220,20 +224,23 @@ def test_ones_gate_learns_only_through_the_ensemble_ce_and_is_dropped_at_deploym
 
 
 def test_byot_deepest_teaches_by_predictions_and_features():
+    """dhm's former form through its switches (T^2 on, the hint for every shallow head); the authors' defaults are
+    tests/test_fidelity_siblings.py's. The KD term is the soft cross-entropy (the KL's gradient)."""
     from dhm.branches import HeadOutputs
 
     heads, y = _heads(3, 12), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(13))
     g = torch.Generator().manual_seed(14)
     feats = [torch.randn(B, 8, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3)]
     names = ("main", "head1", "head2")
-    loss_fn = build_loss(load_config("smoke", ["loss.mode=byot"]), names).double()
+    cfg = load_config("smoke", ["loss.mode=byot", "loss.t2=true", "loss.options.hint_all=true"])
+    loss_fn = build_loss(cfg, names).double()
     out = loss_fn(HeadOutputs(tuple(heads), tuple(feats)), y)
     alpha, t, lam = 0.3, 3.0, 0.03
     expected = F.cross_entropy(heads[0], y)
+    teacher = torch.softmax(heads[0].detach() / t, -1)
     for k in (1, 2):
-        expected = (
-            expected + (1 - alpha) * F.cross_entropy(heads[k], y) + alpha * t * t * _kl(heads[0].detach(), heads[k], t)
-        )
+        soft_ce = -(teacher * torch.log_softmax(heads[k] / t, -1)).sum(-1).mean()
+        expected = expected + (1 - alpha) * F.cross_entropy(heads[k], y) + alpha * t * t * soft_ce
         expected = expected + lam * torch.sqrt(((feats[k] - feats[0].detach()) ** 2).sum())
     torch.testing.assert_close(out["loss"], expected, rtol=1e-12, atol=1e-12)
     # the deepest head learns from its own CE only: neither the KL nor the hint reaches it
@@ -260,8 +267,11 @@ def test_okddip_peers_learn_from_attention_mixed_targets_and_the_leader_from_the
     scores = torch.randn(B, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
     names = ("main", "head1", "head2", "head3")
     t = 3.0
+    former = ["loss.options.mix=probabilities", "loss.eps=0", "loss.rampup_per=step"]  # dhm's former form
     for detach in (False, True):  # the authors' default: targets not detached
-        cfg = load_config("smoke", ["loss.mode=okddip", "train.epochs=300", f"loss.detach={str(detach).lower()}"])
+        cfg = load_config(
+            "smoke", ["loss.mode=okddip", "train.epochs=300", f"loss.detach={str(detach).lower()}", *former]
+        )
         loss_fn = build_loss(cfg, names).double()
         loss_fn.set_progress(100.0)  # past the ramp-up (80 of 300 epochs): weight 1
         alpha = scores.softmax(-1)

@@ -29,7 +29,7 @@ class MimicLoss(Objective):
 
     Args:
         mode: the method: ``ce``, ``dsl``, ``dhm``, ``dhm-gentle``, ``dml``, ``dks``, ``one``, ...
-        alpha, temperature, eps, dynamic, rampup_epochs, rampup, label_smoothing, t2, detach: the shared
+        alpha, temperature, eps, dynamic, rampup_epochs, rampup, label_smoothing, t2, detach, rampup_per: the shared
             ``loss.*`` keys; given, each must be one the method reads (``None``: the method's default).
         head_names: the model's head names (``model.head_names``); default ``main, head1, ...``.
         epochs: the run's length, for settings that scale with it (``dhm-gentle``'s ramp-up over half the run).
@@ -60,6 +60,7 @@ class MimicLoss(Objective):
         label_smoothing: float | None = None,
         t2: bool | None = None,
         detach: bool | None = None,
+        rampup_per: str | None = None,
         epochs: int = 10,
         task: str = "classification",
         options: Mapping[str, Any] | None = None,
@@ -67,7 +68,7 @@ class MimicLoss(Objective):
         num_samples: int | None = None,
     ) -> None:
         given = dict(zip(_SHARED, (alpha, temperature, eps, dynamic, rampup_epochs, rampup, label_smoothing, t2)))
-        given["detach"] = detach
+        given["detach"], given["rampup_per"] = detach, rampup_per
         overrides = [f"loss.mode={mode}", f"train.epochs={epochs}", f"train.task={task}", "data.name=synthetic"]
         overrides += [f"loss.{key}={_text(value)}" for key, value in given.items() if value is not None]
         overrides += [f"loss.options.{key}={_text(value)}" for key, value in (options or {}).items()]

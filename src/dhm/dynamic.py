@@ -83,6 +83,22 @@ def sigmoid(t: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
+RAMPUP_PER = ("step", "epoch")
+
+
+def check_rampup_per(value: str) -> str:
+    """``value`` if it is a way to evaluate a ramp-up (``step`` or ``epoch``), else a ValueError."""
+    if value not in RAMPUP_PER:
+        raise ValueError(f"a ramp-up is evaluated per step or per epoch (loss.rampup_per), got {value!r}")
+    return value
+
+
+def ramp_epoch(epoch: float, per: str) -> float:
+    """Where a ramp-up is read: the fractional ``epoch`` (``per="step"``) or its index (``per="epoch"``: the
+    weight is set once at the start of each epoch, as ONE's and OKDDip's authors)."""
+    return float(math.floor(epoch + 1e-9)) if per == "epoch" else epoch
+
+
 def rampup_weight(kind: str, epoch: float, period: float) -> float:
     """Weight of the mimicking term at ``epoch`` (fractional) for a ramp-up of ``period`` epochs (0 = none)."""
     if period <= 0 or epoch >= period:

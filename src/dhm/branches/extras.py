@@ -68,14 +68,17 @@ class Gate(nn.Sequential):
 
 @EXTRAS.register("attention")
 class PeerAttention(Extra):
-    """OKDDip's attention of the peers (the branches) over each other, from shared query and key projections."""
+    """OKDDip's attention of the peers (the branches) over each other, from shared query and key projections
+    ``Linear(C, C // 8, bias=False)`` of their pooled features, as the authors' models (resnet_GL.py: ``factor=8``)."""
 
     features = True
+    factor = 8  # the projections' width is C // factor (the authors' default)
 
     def __init__(self, plan: StagePlan, fork_stages: Sequence[int], num_heads: int) -> None:
         super().__init__()
         dim = plan.stages[-1].channels
-        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        width = max(1, dim // self.factor)
+        self.query, self.key = nn.Linear(dim, width, bias=False), nn.Linear(dim, width, bias=False)
 
     def forward(self, fork_feats, logits, pooled):
         peers = torch.stack(list(pooled[1:]), 1)

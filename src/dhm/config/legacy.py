@@ -63,6 +63,10 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         if old not in loss:
             continue
         value = loss.pop(old)
+        if old == "peer_update" and value == "alternating":
+            value = (
+                "alternating-one-batch"  # before 2026-12-07 dml's alternating update stepped every peer on one batch
+            )
         if owner is None and retrieval:
             loss.setdefault("supervision", {})[new] = value
         elif owner == mode:

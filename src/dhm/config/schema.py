@@ -20,6 +20,7 @@ class ModelConfig:
     last_stride: int | None = None  # 1 keeps the ResNets' last stage at the previous resolution (re-ID); None = 2
     deploy: str = "main"  # what deploy.pt holds: main (the plain backbone) | gate (one: the gated ensemble)
     pretrained: str = ""  # a local torchvision/timm state_dict file loaded into the backbone (never downloaded)
+    pretrained_branches: str = "copy"  # with model.pretrained: copy (branch stages from the stages they copy) | random
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LossConfig:
     dynamic: str | None = None  # stochastic pair gradients: released | bernoulli(p)
     rampup_epochs: float = 0.0  # mimicking ramp-up period in epochs (0 = off, as released)
     rampup: str = "linear"  # linear | sigmoid
+    rampup_per: str = "step"  # the ramp-up's weight is set every step | once per epoch (one, okddip: their authors')
     label_smoothing: float = 0.0  # on the supervised cross-entropy only (never on the mimicking targets)
     preset: str = ""  # "" | gentle (alpha 0.5, sigmoid ramp-up over half the run; RESULTS.md): sets those keys
     options: Any = field(default_factory=dict)  # the method's own options (`dhm config --keys loss.mode=M`)

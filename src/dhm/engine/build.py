@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..branches import BranchSpec, strip
+from ..branches.warm import seed_branches
 from ..config.schema import Config
 from ..data import Bundle, build_dataset, build_loader, build_sampler, carve_validation, take_subset
 from ..errors import ConfigError
@@ -77,10 +78,19 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, branches: Any =
         raise ConfigError(f"model.name: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build model {spec['name']!r}: {exc}") from None
+    if cfg.model.pretrained_branches not in ("copy", "random"):
+        raise ConfigError(f"model.pretrained_branches must be copy or random, got {cfg.model.pretrained_branches!r}")
+    if cfg.model.pretrained_branches != "copy" and not cfg.model.pretrained:
+        raise ConfigError("model.pretrained_branches says how branches start from model.pretrained, which is not set")
     if cfg.model.pretrained:
         report = load_pretrained(strip(model), cfg.model.pretrained)
+        copied = seed_branches(model, report.loaded) if cfg.model.pretrained_branches == "copy" else []
         if os.environ.get("RANK", "0") == "0":
             print(report.line(cfg.model.pretrained), flush=True)
+            if copied:
+                print(f"model.pretrained_branches=copy: {'; '.join(copied)}", flush=True)
+            elif branches not in (None, "none") and cfg.model.pretrained_branches == "random":
+                print("model.pretrained_branches=random: the branches start as initialised", flush=True)
     return model
 
 

@@ -63,6 +63,7 @@ class Trainer:
             optimizer=self.optimizer,
             loss_fn=self.loss_fn,
             sampler=cfg.data.sampler,
+            batch_size=cfg.data.batch_size,
         )
         if step_cls.eager_only and mode is not None:
             if runtime.compile_mode != "auto":

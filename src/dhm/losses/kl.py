@@ -18,24 +18,50 @@ def fp32(z: Tensor) -> Tensor:
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
-def pair_kl(logits: Tensor, temperature: float = 1.0, eps: float = 1e-8, detach_teacher: bool = True) -> Tensor:
+#: how ``eps`` enters a KL term, per the code a method's authors released (docs/method.md section 9)
+SMOOTHING = ("renormalised", "teacher", "ratio")
+
+
+def pair_kl(
+    logits: Tensor,
+    temperature: float = 1.0,
+    eps: float = 1e-8,
+    detach_teacher: bool = True,
+    smoothing: str = "renormalised",
+) -> Tensor:
     """Matrix ``kl[j, k] = mean_b KL(p~_j || p~_k)`` of every ordered head pair (teacher j, student k).
 
     Args:
         logits: (H, B, C) stacked head logits.
         temperature: T in p = softmax(z / T).
-        eps: smoothing p~ = (p + eps) / (1 + C eps), as released; 0 uses exact log-softmax.
+        eps: the smoothing's epsilon; 0 uses exact log-softmax (every form is then the exact KL).
         detach_teacher: the teacher side gets no gradient (DHM, DKS, ONE); ``False`` lets it through (the
             authors' OKDDip code).
+        smoothing: how ``eps`` enters, as each method's authors wrote it:
+            ``renormalised``: p~ = (p + eps) / (1 + C eps) on both sides (DHM's and DKS's released code);
+            ``teacher``: sum_c (p_j + eps) (log(p_j + eps) - log p_k), the teacher alone shifted, not renormalised
+            (ONE's and OKDDip's ``softmax + 1e-7``);
+            ``ratio``: sum_c p_j log(eps + p_j / (p_k + eps)) (DML's TensorFlow ``kl_loss_compute``).
     """
+    if smoothing not in SMOOTHING:
+        raise ValueError(f"KL smoothing is one of {', '.join(SMOOTHING)}, got {smoothing!r}")
     z = fp32(logits) / temperature
-    if eps > 0:
+    if eps > 0 and smoothing == "ratio":
+        p = F.softmax(z, dim=-1)
+        teacher = p.detach() if detach_teacher else p
+        ratio = teacher[:, None] / (p[None] + eps)  # (H, H, B, C): p_j / (p_k + eps)
+        return (teacher[:, None] * (ratio + eps).log()).sum(-1).mean(-1)
+    if eps > 0 and smoothing == "renormalised":
         p = (F.softmax(z, dim=-1) + eps) / (1.0 + z.shape[-1] * eps)
         logp = p.log()
+        teacher, log_teacher = p, logp
     else:
         logp = F.log_softmax(z, dim=-1)
         p = logp.exp()
-    teacher, log_teacher = (p.detach(), logp.detach()) if detach_teacher else (p, logp)
+        teacher = p + eps if smoothing == "teacher" else p
+        log_teacher = teacher.log() if eps > 0 else logp
+    if detach_teacher:
+        teacher, log_teacher = teacher.detach(), log_teacher.detach()
     batch = z.shape[1]
     neg_entropy = (teacher * log_teacher).sum(-1).mean(-1)  # (H,): sum_c p_j log p_j, batch mean
     cross = torch.einsum("jbc,kbc->jk", teacher, logp) / batch  # (H, H): mean_b sum_c p_j log p_k

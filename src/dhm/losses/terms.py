@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..dynamic import PairLaw, parse_pair_law, rampup_weight
+from ..dynamic import PairLaw, check_rampup_per, parse_pair_law, ramp_epoch, rampup_weight
 from ..registry import Registry
-from .kl import fp32, graph_weights, pair_kl, pair_matrix
+from .kl import SMOOTHING, fp32, graph_weights, pair_kl, pair_matrix
 
 TERMS: Registry[type[Term]] = Registry("loss term")
 
@@ -95,6 +95,10 @@ class PairKL(Term):
         eps: probability smoothing before the log (released: 1e-8; 0 = exact log-softmax).
         dynamic: stochastic pair-gradient law (``released``, ``bernoulli(p)``); ``None`` = static.
         rampup_epochs, rampup: the weight's ramp-up (0 = off) and its shape (``linear``, ``sigmoid``).
+        rampup_per: ``step`` (the weight follows the fractional epoch) or ``epoch`` (it is set once per epoch,
+            from the epoch's index, as ONE's and OKDDip's authors).
+        smoothing: how ``eps`` enters the KL (:func:`dhm.losses.kl.pair_kl`: ``renormalised``, ``teacher``,
+            ``ratio``), as the method's authors wrote it.
         per_student: divide the pair sum by H - 1, so each student's terms are a mean over its teachers (DML).
     Logs ``kl`` (the weighted pair sum, before alpha and T^2), ``kl_weight`` (alpha times the ramp-up weight now),
     ``kl_weighted`` (what the term adds to the loss) and ``kl/<teacher>-><student>`` per counted pair. With a
@@ -114,8 +118,13 @@ class PairKL(Term):
         rampup: str = "linear",
         names: Sequence[str] | None = None,
         per_student: bool = False,
+        rampup_per: str = "step",
+        smoothing: str = "renormalised",
     ) -> None:
         super().__init__()
+        if smoothing not in SMOOTHING:
+            raise ValueError(f"KL smoothing is one of {', '.join(SMOOTHING)}, got {smoothing!r}")
+        self.smoothing, self.rampup_per = smoothing, check_rampup_per(rampup_per)
         self.per_student = per_student  # DML: each student's pair terms averaged over its H - 1 teachers
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -137,7 +146,7 @@ class PairKL(Term):
     def set_progress(self, epoch: float) -> None:
         self.progressed = True
         if self.rampup_epochs > 0:  # otherwise the weight is the constant alpha: no kernel per step
-            self.ramp.fill_(rampup_weight(self.rampup, epoch, self.rampup_epochs))
+            self.ramp.fill_(rampup_weight(self.rampup, ramp_epoch(epoch, self.rampup_per), self.rampup_epochs))
 
     def weight(self) -> float | Tensor:
         """``alpha`` times the ramp-up weight (a tensor while ramping)."""
@@ -171,7 +180,7 @@ class PairKL(Term):
     def contribution(self, heads, names, out, stopped: Tensor | None = None) -> Tensor:
         """The term for a given stopped-pair mask (bool (H(H-1),), row-major (teacher, student) pairs)."""
         num_heads = len(heads)
-        kl = pair_kl(torch.stack(list(heads)), self.temperature, self.eps, self.detach)
+        kl = pair_kl(torch.stack(list(heads)), self.temperature, self.eps, self.detach, self.smoothing)
         weights, counted = self.pair_weights(names, kl.device)
         if stopped is not None:
             halt = pair_matrix(stopped.to(device=kl.device, dtype=torch.bool), num_heads)

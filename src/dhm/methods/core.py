@@ -48,9 +48,20 @@ def _no_terms(loss: Any) -> list[TermSpec]:
 
 
 #: the ``loss.*`` keys several methods read; every other method option lives in ``loss.options.*``
-SHARED_KEYS = ("alpha", "temperature", "t2", "detach", "eps", "dynamic", "rampup_epochs", "rampup", "label_smoothing")
+SHARED_KEYS = (
+    "alpha",
+    "temperature",
+    "t2",
+    "detach",
+    "eps",
+    "dynamic",
+    "rampup_epochs",
+    "rampup",
+    "rampup_per",
+    "label_smoothing",
+)
 #: what DHM's pairwise mimicking reads
-PAIR_KEYS = ("alpha", "temperature", "t2", "detach", "eps", "dynamic", "rampup_epochs", "rampup")
+PAIR_KEYS = ("alpha", "temperature", "t2", "detach", "eps", "dynamic", "rampup_epochs", "rampup", "rampup_per")
 ANY_HEADS = ("paper", "list", "light-every-stage", "peers", "byot")  # layouts whose heads are plain classifiers
 TASKS_ALL = ("classification", "retrieval")
 

@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import ConfigError
 from .core import ANY_HEADS, METHODS, PAIR_KEYS, Method, TermSpec, pair_kl
 
+PEER_UPDATES = ("alternating", "alternating-one-batch", "joint")
+
 
 def _check(ok: bool, key: str, words: str, value: Any) -> None:
     if not ok:
@@ -29,15 +31,29 @@ class DSNOptions:
 
 @dataclass
 class DMLOptions:
-    peer_update: str = "joint"  # joint (all peers in one step) | alternating (one after another, the paper)
+    # alternating: the authors' (each peer steps on a mini-batch of its own: the step's batch cut in K) |
+    # alternating-one-batch: the paper's Algorithm 1 (every peer steps on the same batch) | joint: one step for all
+    peer_update: str = "alternating"
+    kl_reduce: str = "sum"  # sum over a peer's K - 1 teachers (the authors' code) | mean (the paper's 1 / (K - 1))
 
     def __post_init__(self) -> None:
-        _check(self.peer_update in ("joint", "alternating"), "peer_update", "joint or alternating", self.peer_update)
+        ok = self.peer_update in PEER_UPDATES
+        _check(ok, "peer_update", " or ".join(PEER_UPDATES), self.peer_update)
+        _check(self.kl_reduce in ("sum", "mean"), "kl_reduce", "sum or mean", self.kl_reduce)
+
+
+@dataclass
+class OKDDipOptions:
+    mix: str = "logits"  # logits (the authors': t_a = softmax(sum_b alpha_ab z_b / T)) | probabilities (dhm's former)
+
+    def __post_init__(self) -> None:
+        _check(self.mix in ("logits", "probabilities"), "mix", "logits or probabilities", self.mix)
 
 
 @dataclass
 class BYOTOptions:
     hint_weight: float = 0.03  # lambda of the feature hint (0 = off)
+    hint_all: bool = False  # the hint for every shallow head (dhm's former form); the authors skip the deepest one
 
     def __post_init__(self) -> None:
         _check(self.hint_weight >= 0, "hint_weight", ">= 0 (0 = off)", self.hint_weight)
@@ -70,7 +86,7 @@ def _dsn(loss: Any) -> list[TermSpec]:
 
 
 PAPER_PAIRS = {"loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0}
-ONE_RAMP = {"loss.rampup": "sigmoid"}
+ONE_RAMP = {"loss.rampup": "sigmoid", "loss.rampup_per": "epoch"}  # ONE's and OKDDip's: set once per epoch
 
 METHODS.register("dsn")(
     Method(
@@ -96,41 +112,44 @@ METHODS.register("dks")(
 )
 METHODS.register("dml")(
     Method(
-        lambda loss: [pair_kl(loss, per_student=True)],
+        lambda loss: [
+            pair_kl(loss, per_student=loss.options.kl_reduce == "mean", smoothing="ratio"),
+        ],
         layout="peers:2",
         options=DMLOptions,
         reads=(*PAIR_KEYS, "label_smoothing"),
-        step=lambda o: o.peer_update if o.peer_update == "alternating" else "joint",
-        defaults=lambda e: dict(PAPER_PAIRS),
-        doc="DML (Zhang et al. 2018): K full networks (model.branches=peers:K), each CE + mean KL to the others",
+        step=lambda o: "joint" if o.peer_update == "joint" else o.peer_update,
+        defaults=lambda e: {**PAPER_PAIRS, "loss.eps": 1e-8},  # the authors' kl_loss_compute smoothing
+        doc="DML (Zhang et al. 2018): K full networks (model.branches=peers:K), each CE + KL to the others, "
+        "each stepping on its own mini-batch",
     )
 )
 METHODS.register("one")(
     Method(
-        lambda loss: [pair_kl(loss, graph="gate-teaches")],
+        lambda loss: [pair_kl(loss, graph="gate-teaches", smoothing="teacher")],
         layout="one:3",
         reads=(*PAIR_KEYS, "label_smoothing"),
-        defaults=lambda e: {"loss.temperature": 3.0, "loss.eps": 0.0, **ONE_RAMP, "loss.rampup_epochs": e * 80 / 300},
+        defaults=lambda e: {"loss.temperature": 3.0, "loss.eps": 1e-7, **ONE_RAMP, "loss.rampup_epochs": e * 80 / 300},
         doc="ONE (Lan et al. 2018): 3 gated branches; CE on each and on the gated ensemble + T^2 KL(ensemble || each)",
     )
 )
+OKDDIP_KEYS = ("alpha", "temperature", "detach", "eps", "rampup_epochs", "rampup", "rampup_per", "t2")
 METHODS.register("okddip")(
     Method(
-        lambda loss: [
-            TermSpec(
-                "okddip", {k: getattr(loss, k) for k in ("temperature", "detach", "rampup_epochs", "rampup", "t2")}
-            )
-        ],
+        lambda loss: [TermSpec("okddip", {**{k: getattr(loss, k) for k in OKDDIP_KEYS}, "mix": loss.options.mix})],
         layout="okddip:3",
         supervise="none",
-        reads=("temperature", "detach", "rampup_epochs", "rampup", "t2"),
+        options=OKDDipOptions,
+        reads=OKDDIP_KEYS,
         defaults=lambda e: {
+            "loss.alpha": 1.0,
             "loss.temperature": 3.0,
             "loss.detach": False,
+            "loss.eps": 1e-7,
             **ONE_RAMP,
             "loss.rampup_epochs": e * 80 / 300,
         },
-        doc="OKDDip (Chen et al. 2020): 3 peers learn from attention-mixed peer targets, the leader from the peer mean",
+        doc="OKDDip (Chen et al. 2020): 3 peers learn from attention-mixed peer logits, the leader from their mean",
     )
 )
 METHODS.register("byot")(
@@ -142,6 +161,7 @@ METHODS.register("byot")(
                     "alpha": loss.alpha,
                     "temperature": loss.temperature,
                     "hint": loss.options.hint_weight,
+                    "hint_all": loss.options.hint_all,
                     "t2": loss.t2,
                     "detach": loss.detach,
                 },
@@ -151,8 +171,8 @@ METHODS.register("byot")(
         supervise="none",
         options=BYOTOptions,
         reads=("alpha", "temperature", "t2", "detach"),
-        defaults=lambda e: {"loss.alpha": 0.3, "loss.temperature": 3.0},
-        doc="BYOT (Zhang et al. 2019): a head after every stage, the deepest teaches: (1-a) CE + a T^2 KL + feature hint",
+        defaults=lambda e: {"loss.alpha": 0.3, "loss.temperature": 3.0, "loss.t2": False},  # no T^2: train.py
+        doc="BYOT (Zhang et al. 2019): a head after every stage, the deepest teaches: (1-a) CE + a soft CE + feature hint",
     )
 )
 METHODS.register("cskd")(

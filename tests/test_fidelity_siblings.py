@@ -292,3 +292,64 @@ def test_bot_identity_and_triplet_losses_are_bots(std):
     ours = build_loss(cfg, ("main",), num_classes=C, dims=(D,)).double()(HeadOutputs((z,), (feat,)), y)["loss"]
     theirs = _bot_xent(z, y, C) + _bot_triplet(feat, y)
     _same(ours, theirs, [z, feat])
+
+
+# --- DSN as its authors' code (dsn-authors) -----------------------------------------------------------------------
+
+
+def _caffe_squared_hinge(bottom_data: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """s9xie/DSN@065e498 src/caffe/layers/loss_layer.cpp:13 (C_ = 1) and :244-294 (SquaredHingeLossLayer): the
+    forward flips the true class's sign and keeps max(0, 1 + diff); the loss is dot(diff, diff) / num (the backward
+    scales by 2 C_ / num after flipping back, the gradient of that loss)."""
+    num = bottom_data.size(0)
+    diff = bottom_data.clone()
+    rows = torch.arange(num)
+    diff[rows, label] = diff[rows, label] * -1
+    diff = torch.clamp(1 + diff, min=0)
+    return (diff * diff).sum() / num
+
+
+@pytest.mark.parametrize("std", STDS)
+def test_dsn_authors_is_the_squared_hinge_on_every_head_then_the_main_one_alone(std):
+    """examples/best_augmented_cifar10_7.97/cifar-10.prototxt of the same commit: a squaredhingeloss layer on each
+    companion (ip_svm1..3) and on the output (pool3), each of weight 1, summed; finetune_cifar-10.prototxt (the
+    fine-tune after the first of the four phases) has the output's alone."""
+    heads, y = _logits(3, std, seed=21), _labels()
+    cfg = load_config("smoke", ["loss.mode=dsn-authors", "train.epochs=8"])
+    assert cfg.model.branches == "linear-every-stage" and cfg.loss.options.aux_stop == 2.0
+    loss = build_loss(cfg, ("main", "head1", "head2")).double()
+    with_companions = sum(_caffe_squared_hinge(h, y) for h in heads)
+    _same(loss(tuple(heads), y, progress=1.9)["loss"], with_companions, heads)
+    ours = loss(tuple(heads), y, progress=2.0)["loss"]
+    theirs = _caffe_squared_hinge(heads[0], y)
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    (grad,) = torch.autograd.grad(ours, heads[0])
+    torch.testing.assert_close(grad, torch.autograd.grad(theirs, heads[0])[0], rtol=1e-10, atol=1e-12)
+
+
+def test_dsn_authors_companions_are_linear_on_the_unpooled_maps_at_their_own_learning_rate():
+    """cifar-10.prototxt: ip_svm layers are innerproduct layers on the conv output (xavier filler, constant bias) at
+    blobs_lr 0.001 with the power_inv policy; solver.cpp of the same commit: local_rate = rate * blobs_lr * (1 +
+    localgamma iter)^-localpower, localgamma 1e-4, localpower 0.75 (cifar-10_solver.prototxt)."""
+    from dhm.engine.optim import build_optimizer, build_scheduler
+
+    model = dhm.create_model("cifar_resnet20", num_classes=10, widths=(8, 8, 16), branches="linear-every-stage:32")
+    head = model.branches["head1"].head
+    assert head.fc.in_features == 8 * 32 * 32 and model.branches["head2"].head.fc.in_features == 8 * 16 * 16
+    assert float(head.fc.weight.detach().abs().max()) <= math.sqrt(3.0 / head.fc.in_features)
+    assert not head.fc.bias.detach().any()
+    x = torch.randn(2, 8, 32, 32)
+    torch.testing.assert_close(head(x), x.flatten(1) @ head.fc.weight.T + head.fc.bias)
+    with pytest.raises(ValueError, match="built for 32x32 maps"):
+        head(torch.randn(2, 8, 16, 16))
+    cfg = load_config("smoke", ["loss.mode=dsn-authors", "optim.schedule=constant", "optim.lr=0.025"])
+    optimizer = build_optimizer(model, cfg.optim, 0.001)
+    scheduler = build_scheduler(optimizer, cfg.optim, 6, 10, "power_inv")
+    branch_ids = {id(p) for p in model.branches.parameters()}
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == branch_ids
+    for step in range(40):
+        want = 0.025 * 0.001 * (1.0 + 1e-4 * step) ** -0.75
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(want, rel=1e-12)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+        optimizer.step()
+        scheduler.step()

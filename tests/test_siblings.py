@@ -115,7 +115,7 @@ def test_dsn_layout_puts_a_light_head_after_every_stage_but_the_last():
         dhm.create_model("cifar_resnet20", branches="peers:1")
 
 
-@pytest.mark.parametrize("mode", ["dsn", "dks", "dml", "one", "byot", "okddip"])
+@pytest.mark.parametrize("mode", ["dsn", "dsn-authors", "dks", "dml", "one", "byot", "okddip"])
 def test_each_sibling_trains_end_to_end(mode, tmp_path):
     assert main(["train", "smoke", *TINY_RUN, f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"]) == 0
     assert (tmp_path / mode / "deploy.pt").is_file()

@@ -1,8 +1,11 @@
-"""Branch builders: ``replicate`` (the paper's: copies of the downstream stages) and ``light`` (DSN-style)."""
+"""Branch builders: ``replicate`` (the paper's: copies of the downstream stages), ``light`` (DSN-style, as the DHM and
+DKS papers run DSN) and ``linear`` (DSN's authors': a linear classifier on the unpooled map)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -99,3 +102,34 @@ def light(plan: StagePlan, net: nn.Module, spec: BranchSpec, num_classes: int) -
     branch = Branch([stage], pooled_classifier(out_ch, num_classes, pre_norm=False))
     init_conv_bn(branch)
     return branch
+
+
+class UnpooledLinear(nn.Module):
+    """A linear classifier on a stage's whole map (channels x side x side inputs), as DSN's authors' companion
+    classifiers (s9xie/DSN, examples/*/cifar-10.prototxt: ``innerproduct`` on the conv output, Caffe's xavier
+    filler, zero bias)."""
+
+    def __init__(self, channels: int, side: int, num_classes: int) -> None:
+        super().__init__()
+        self.side = side
+        self.fc = nn.Linear(channels * side * side, num_classes)
+        bound = math.sqrt(3.0 / self.fc.in_features)  # Caffe's xavier: uniform(+-sqrt(3 / fan_in))
+        nn.init.uniform_(self.fc.weight, -bound, bound)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[-2:]) != (self.side, self.side):
+            raise ValueError(
+                f"a linear-every-stage head was built for {self.side}x{self.side} maps, got {tuple(x.shape[-2:])}: "
+                "give the input side as model.branches=linear-every-stage:SIDE"
+            )
+        return self.fc(x.flatten(1))
+
+
+@BRANCH_BUILDERS.register("linear")
+def linear(plan: StagePlan, net: nn.Module, spec: BranchSpec, num_classes: int) -> Branch:
+    """DSN's authors' companion: a linear classifier on the fork's unpooled map, whose side is ``spec.depths[0]``."""
+    if len(spec.depths) != 1:
+        raise ValueError("a linear branch reads its map's side from depths=(side,)")
+    channels = plan.stages[plan.index(spec.fork)].channels
+    return Branch([], UnpooledLinear(channels, spec.depths[0], num_classes))

@@ -2,6 +2,8 @@
 name (``light-every-stage``, ``peers:K``) as well as ``paper``, ``none`` or a list of specs.
 
 * ``light-every-stage``: a light (DSN-style) classifier after every stage but the last (Lee et al., 2015);
+* ``linear-every-stage:S``: DSN's authors' companions, a linear classifier on the unpooled map after every stage but
+  the last, for inputs of S x S pixels (default 32);
 * ``peers:K``: K - 1 full copies of the backbone beside it, each from the input (DML, Zhang et al., 2018);
   ``peers`` alone is ``peers:2``;
 * ``byot``: BYOT's attention + separable-conv classifier after every stage but the last (``byot:replicate``: the
@@ -44,6 +46,18 @@ def _count(arg: str, default: int, form: str, need: str) -> int:
 def light_every_stage(plan: StagePlan, arg: str) -> list[BranchSpec]:
     """A light classifier after every stage but the last (the main head is after the last)."""
     return [BranchSpec(fork=i, builder="light") for i in range(len(plan.stages) - 1)]
+
+
+@LAYOUTS.register("linear-every-stage")
+def linear_every_stage(plan: StagePlan, arg: str) -> list[BranchSpec]:
+    """A linear classifier on the unpooled map after every stage but the last, for ``arg`` x ``arg`` inputs."""
+    side = _count(arg, 32, "linear-every-stage:S", "an input side S >= 2 pixels")
+    specs = []
+    for i in range(len(plan.stages) - 1):
+        if side % plan.stages[i].reduction:
+            raise ValueError(f"linear-every-stage:{side}: stage {i} divides its input by {plan.stages[i].reduction}")
+        specs.append(BranchSpec(fork=i, builder="linear", depths=(side // plan.stages[i].reduction,)))
+    return specs
 
 
 @LAYOUTS.register("peers")

@@ -12,7 +12,8 @@ class BranchSpec:
     Attributes:
         fork: the stage after which the branch forks, by name (``"layer2"``) or index (0 = first stage).
         depths: blocks of each replicated stage after the fork, shallow to deep; empty = the backbone's own depths.
-            Used by the ``replicate`` builder; the ``light`` builder ignores it.
+            Used by the ``replicate`` builder; the ``light`` builder ignores it; the ``linear`` builder reads the side
+            of the map it classifies from ``depths=(side,)``.
         width: width multiplier, one for all replicated stages or one per stage (``replicate``), or of the
             fork's channels (``light``). For DenseNets it multiplies the growth rate.
         builder: name of a registered branch builder, ``"replicate"`` (the paper's) or ``"light"`` (DSN-style).

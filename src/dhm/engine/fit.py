@@ -94,9 +94,10 @@ def fit(
                 f"loss.mode={cfg.loss.mode} reads the heads' features: give dhm.attach_branches(model, ...)"
             )
         model.features = True
-    optimizer = optimizer or build_optimizer(model, cfg.optim)
+    branch_lr, branch_decay = get_method(cfg.loss.mode).branch_lr(cfg.loss.options)
+    optimizer = optimizer or build_optimizer(model, cfg.optim, branch_lr)
     steps = steps_per_epoch(train, cfg.train.limit_batches)
-    scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
+    scheduler = scheduler or build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps, branch_decay)
     meta = RunMeta(classes=list(classes), mean=[], std=[], input_size=[], model_spec=None)
     step = run_kind(method_step(cfg), runtime.cuda_graph)
     parts = Parts(model, loss_fn, optimizer, scheduler, train, {"val": val, "test": test}, meta, step=step)

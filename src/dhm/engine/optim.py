@@ -75,10 +75,29 @@ def adamw(params: list[nn.Parameter], cfg: OptimConfig, fused: bool) -> torch.op
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+#: how a method's branch learning rate decays beside the schedule, by optimizer step (``Method.branch_lr``)
+BRANCH_DECAYS: dict[str, Callable[[int], float]] = {
+    "none": lambda step: 1.0,
+    # Caffe's local "power_inv" policy at localgamma 1e-4, localpower 0.75
+    "power_inv": lambda step: (1.0 + 1e-4 * step) ** -0.75,
+}
+
+
+def _groups(model: nn.Module, params: list[nn.Parameter], cfg: OptimConfig, branch_lr: float) -> list:
+    """One parameter group, or two when the branches train at ``branch_lr`` times the learning rate."""
+    branches = getattr(model, "branches", None)
+    if branch_lr == 1.0 or not isinstance(branches, nn.Module):
+        return params
+    own = {id(p) for p in branches.parameters()}
+    rest = [p for p in params if id(p) not in own]
+    return [{"params": rest}, {"params": [p for p in params if id(p) in own], "lr": cfg.lr * branch_lr}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, branch_lr: float = 1.0) -> torch.optim.Optimizer:
     """The optimizer ``optim.name`` over every trainable parameter (a frozen one, such as a BNNeck's shift, is left
-    out). On CUDA the fused kernel (one launch per step, learning rate read from a tensor when a CUDA graph replays
-    the step)."""
+    out), the branches' in a group of their own at ``branch_lr`` times the learning rate when that is not 1 (a method's
+    ``branch_lr``). On CUDA the fused kernel (one launch per step, learning rate read from a tensor when a
+    CUDA graph replays the step)."""
     SCHEDULES.get(cfg.schedule)  # an unknown schedule fails before training starts
     try:
         make = OPTIMIZERS.get(cfg.name)
@@ -86,11 +105,23 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         raise ConfigError(f"optim.name: {exc}") from None
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.device.type == "cuda" for p in params)
-    return make(params, cfg, fused)
+    return make(_groups(model, params, cfg, branch_lr), cfg, fused)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    epochs: int,
+    steps_per_epoch: int,
+    branch_decay: str = "none",
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR: call ``step()`` after every optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, epochs, step / steps_per_epoch))
+    """A per-step LambdaLR: call ``step()`` after every optimizer step. A second parameter group (the branches at
+    their own rate) follows the schedule times ``BRANCH_DECAYS[branch_decay]`` of the step."""
+
+    def factor(step: int) -> float:
+        return lr_factor(cfg, epochs, step / steps_per_epoch)
+
+    decay = BRANCH_DECAYS[branch_decay]
+    if len(optimizer.param_groups) == 2:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, lambda step: factor(step) * decay(step)])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

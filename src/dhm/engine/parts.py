@@ -16,6 +16,7 @@ from ..config import Config
 from ..data.sizes import image_hw
 from ..errors import ConfigError
 from ..losses import Objective
+from ..methods import get_method
 from ..registry import RegistryError
 from ..steps import run_kind
 from ..tasks import Task, get_task
@@ -107,9 +108,10 @@ def build_parts(cfg: Config, runtime: Runtime) -> Parts:
     heads = model.head_names if isinstance(model, DHMModel) else None
     samples = len(data.train.source) if hasattr(data.train, "source") else None
     loss_fn = build_loss(cfg, heads, data.num_classes, head_dims(model), samples).to(dist.device)
-    optimizer = build_optimizer(model, cfg.optim)
+    branch_lr, branch_decay = get_method(cfg.loss.mode).branch_lr(cfg.loss.options)
+    optimizer = build_optimizer(model, cfg.optim, branch_lr)
     steps = steps_per_epoch(data.train, cfg.train.limit_batches)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps, branch_decay)
     train_images = getattr(data.bundle.train, "images", None)
     size = image_hw(cfg.data.image_size) or (224, 224)
     input_size = list(train_images.shape[1:]) if isinstance(train_images, Tensor) else [in_channels, *size]

@@ -4,7 +4,8 @@ weighted by a factor that decays over training and stops at an epoch.
 ``weight_k(t) = w_k * (1 - t / stop)`` for ``decay="linear"`` (``w_k`` for ``"none"``) while ``t < stop``, then 0,
 where ``t`` is the fractional epoch and ``w_k`` the weight of auxiliary head k (one weight for all, or one per head,
 DSN's alpha_m); ``stop = 0`` keeps the terms for the whole run (and then ``"linear"`` is not
-allowed: it needs a horizon). The main head's cross-entropy is a separate ``ce`` term.
+allowed: it needs a horizon). The main head's cross-entropy is a separate ``ce`` term. ``loss="squared_hinge"``
+puts DSN's authors' squared hinge (:mod:`dhm.losses.hinge`) in place of the cross-entropy.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .hinge import squared_hinge
 from .kl import fp32
 from .terms import TERMS, Term
 
 DECAYS = ("linear", "none")
+HEAD_LOSSES = {
+    "ce": ("ce", lambda z, y: F.cross_entropy(fp32(z), y)),
+    "squared_hinge": ("hinge", squared_hinge),
+}
 
 
 @TERMS.register("ce_aux")
 class AuxCrossEntropy(Term):
-    """Cross-entropy on every head but the main one, each times its decaying companion weight. Logs ``ce/<head>``
-    per auxiliary head and ``aux_weight`` (the weights' mean at this point of training)."""
+    """Cross-entropy (or the squared hinge) on every head but the main one, each times its decaying companion
+    weight. Logs ``ce/<head>`` (``hinge/<head>``) per auxiliary head and ``aux_weight`` (the weights' mean at this point of training)."""
 
     def __init__(
         self,
@@ -31,8 +37,12 @@ class AuxCrossEntropy(Term):
         decay: str = "linear",
         stop: float = 0.0,
         names: Sequence[str] | None = None,
+        loss: str = "ce",
     ) -> None:
         super().__init__()
+        if loss not in HEAD_LOSSES:
+            raise ValueError(f"a companion's loss is one of {', '.join(HEAD_LOSSES)}, got {loss!r}")
+        self.key, self.head_loss = HEAD_LOSSES[loss]
         weights = tuple(float(w) for w in weight) if isinstance(weight, (list, tuple)) else (float(weight),)
         if not weights:
             raise ValueError("loss.aux_weight needs a weight (one for every auxiliary head, or one per head)")
@@ -76,8 +86,8 @@ class AuxCrossEntropy(Term):
         weights = self._weights_for(self.weights, len(heads))
         total = None
         for k in range(1, len(heads)):
-            ce = F.cross_entropy(fp32(heads[k]), target)
-            out[f"ce/{names[k]}"] = ce
+            ce = self.head_loss(heads[k], target)
+            out[f"{self.key}/{names[k]}"] = ce
             total = weights[k - 1] * ce if total is None else total + weights[k - 1] * ce
         out["aux_weight"] = self.factor.detach() * (sum(weights) / len(weights))
         return self.factor * total

@@ -79,6 +79,8 @@ class Method:
     reads: tuple[str, ...] = ()  # the shared loss keys it reads (SHARED_KEYS)
     options: type | None = None  # the dataclass of its own options, loss.options.*
     step: Callable[[Any], str] = lambda options: "joint"  # (its options) -> the step kind (dhm.engine.STEPS)
+    # (its options) -> the branches' learning-rate multiplier and its decay (dhm.engine.optim.BRANCH_DECAYS)
+    branch_lr: Callable[[Any], tuple[float, str]] = lambda options: (1.0, "none")
     defaults: Callable[[int], dict[str, Any]] = _nothing  # train.epochs -> {dotted key: value}, soft
     settings: Callable[[int], dict[str, Any]] = _nothing  # a variant's defining settings (replace a recipe's)
     base: str = ""  # the method a variant is of

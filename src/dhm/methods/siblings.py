@@ -19,14 +19,18 @@ def _check(ok: bool, key: str, words: str, value: Any) -> None:
 
 @dataclass
 class DSNOptions:
-    aux_weight: float | list[float] = 1.0  # weight of the auxiliary heads' CE at the start (or one per head)
+    aux_weight: float | list[float] = 1.0  # weight of the auxiliary heads' loss at the start (or one per head)
     aux_decay: str = "linear"  # linear (to 0 at aux_stop) | none (constant until aux_stop)
     aux_stop: float = 0.0  # epoch after which the auxiliary terms stop (0 = the end of the run)
+    aux_lr: float = 1.0  # the companions' learning rate, times optim.lr (DSN's authors: 0.001)
+    aux_lr_decay: str = "none"  # none | power_inv: times (1 + 1e-4 step)^-0.75 (DSN's authors' companions)
 
     def __post_init__(self) -> None:
         weights = self.aux_weight if isinstance(self.aux_weight, list) else [self.aux_weight]
         _check(all(w >= 0 for w in weights), "aux_weight", ">= 0", self.aux_weight)
         _check(self.aux_stop >= 0, "aux_stop", ">= 0 (0 = the end of the run)", self.aux_stop)
+        _check(self.aux_lr > 0, "aux_lr", "> 0", self.aux_lr)
+        _check(self.aux_lr_decay in ("none", "power_inv"), "aux_lr_decay", "none or power_inv", self.aux_lr_decay)
 
 
 @dataclass
@@ -85,6 +89,18 @@ def _dsn(loss: Any) -> list[TermSpec]:
     return [TermSpec("ce_aux", {"weight": o.aux_weight, "decay": o.aux_decay, "stop": o.aux_stop})]
 
 
+def _dsn_authors(loss: Any) -> list[TermSpec]:
+    o = loss.options
+    return [
+        TermSpec("squared_hinge", {"heads": "main"}),
+        TermSpec("ce_aux", {"weight": o.aux_weight, "decay": o.aux_decay, "stop": o.aux_stop, "loss": "squared_hinge"}),
+    ]
+
+
+def _aux_lr(options: Any) -> tuple[float, str]:
+    return options.aux_lr, options.aux_lr_decay
+
+
 PAPER_PAIRS = {"loss.temperature": 1.0, "loss.t2": False, "loss.eps": 0.0}
 ONE_RAMP = {"loss.rampup": "sigmoid", "loss.rampup_per": "epoch"}  # ONE's and OKDDip's: set once per epoch
 
@@ -92,12 +108,32 @@ METHODS.register("dsn")(
     Method(
         _dsn,
         layout="light-every-stage",
-        layouts=("light-every-stage", "list"),
+        layouts=("light-every-stage", "linear-every-stage", "list"),
         supervise="main",
         options=DSNOptions,
         reads=("label_smoothing",),
+        branch_lr=_aux_lr,
         defaults=lambda e: {"loss.options.aux_stop": float(e)},
-        doc="DSN (Lee et al. 2015): light classifiers after every stage, their CE weight decaying to 0 over the run",
+        doc="DSN as the DHM and DKS papers run it: light conv classifiers after every stage, their CE weight "
+        "decaying to 0 over the run",
+    )
+)
+METHODS.register("dsn-authors")(
+    Method(
+        _dsn_authors,
+        layout="linear-every-stage",
+        layouts=("linear-every-stage", "light-every-stage", "list"),
+        supervise="none",
+        options=DSNOptions,
+        branch_lr=_aux_lr,
+        settings=lambda e: {
+            "loss.options.aux_decay": "none",
+            "loss.options.aux_stop": e / 4,
+            "loss.options.aux_lr": 0.001,
+            "loss.options.aux_lr_decay": "power_inv",
+        },
+        doc="DSN (Lee et al. 2015) as its authors' code: squared hinge on every head, linear companions on the "
+        "unpooled maps at 0.001x lr, dropped after a quarter of the run",
     )
 )
 METHODS.register("dks")(

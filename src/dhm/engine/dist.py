@@ -89,6 +89,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics): after training steps each rank holds its own,
+    and what is evaluated and reported must be the model rank 0 saves (nothing in a world of one)."""
+    if torch_dist.is_initialized():
+        for buffer in module.buffers():
+            torch_dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()

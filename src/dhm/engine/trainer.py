@@ -4,14 +4,17 @@ run). The entry points that build it from a config are in :mod:`dhm.engine.entry
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..branches import unwrap
 from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
 from ..steps import STEPS, EagerStep, make_step
@@ -75,7 +78,7 @@ class Trainer:
             self.runtime = runtime = dataclasses.replace(runtime, compile_mode=mode)
         if why and runtime.dist.is_main:
             print(why, flush=True)
-        self.select = select_metric(self.task, cfg.train.select)
+        self.select = select_metric(self.task, cfg.train.select, self.head_names or ("main",))
         self.display = Display(self.dist.is_main and cfg.train.progress, cfg.train.epochs, cfg.train.log_every_s)
         self.step: EagerStep | None = None  # made for the wrapped model, kept across epochs (a captured graph too)
         self.last_lr = cfg.optim.lr  # the learning rate of the latest optimizer step
@@ -205,6 +208,7 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": epoch + 1, "lr": None}  # columns: epoch, lr, ...
                 record.update(self.train_one_epoch(model, epoch))
                 record["lr"] = self.last_lr  # of the epoch's last step (the first is 0 during a warm-up)
+                D.broadcast_buffers(unwrap(model))  # every rank evaluates the model rank 0 saves
                 record.update(self.validate(model))
                 record["time_s"] = time.perf_counter() - start
                 self._end_epoch(epoch, record)
@@ -281,6 +285,15 @@ def check_resume_early(cfg: Config) -> None:
         check_compatible(load_file(path, FORMAT, need=RESUME_NEEDS), to_dict(cfg), path)
 
 
-def select_metric(task: Task, select: str) -> str:
-    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary."""
-    return select or task.primary
+def select_metric(task: Task, select: str, heads: Sequence[str] = ("main",)) -> str:
+    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary; a
+    metric the task never reports for these heads is refused (never a silent "the last epoch is best")."""
+    metric = select or task.primary
+    known = task.reported(heads)
+    if select and known is not None and metric not in known:
+        close = difflib.get_close_matches(metric, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"train.select={metric}: the {task.name} task reports {', '.join(sorted(known))} for this model{hint}"
+        )
+    return metric

@@ -104,6 +104,11 @@ class Task:
         """The metric of one head in an evaluated split (comparison tables), or ``None`` for tasks without heads."""
         return None
 
+    def reported(self, heads: Sequence[str]) -> set[str] | None:
+        """Every metric an evaluated split can report for a model of ``heads`` (``train.select`` must name one), or
+        ``None`` when the task does not say (then the first validation checks it)."""
+        return None
+
     # ----- presentation -------------------------------------------------------------------------------------
     def epoch_fields(self, record: dict[str, Any]) -> str:
         """The task's part of the epoch line, e.g. ``train acc 22.21  val acc [main 15.62 head1 20.31]``."""

@@ -105,6 +105,9 @@ class Classification(Task):
             "best_val_acc1": val.get("acc1/main"),
         }
 
+    def reported(self, heads: Sequence[str]) -> set[str]:
+        return {*(f"acc1/{h}" for h in [*heads, "ensemble"]), "agree", "loss"}
+
     def summary_table(
         self, heads: Sequence[str], val: dict[str, float], best: dict[str, float], last: dict[str, float]
     ) -> str:

@@ -163,6 +163,10 @@ class Retrieval(Task):
     def head_metric(self, head: str) -> str:
         return f"mAP/{head}"
 
+    def reported(self, heads: Sequence[str]) -> set[str]:
+        names = ("mAP", "mINP", *(f"rank{k}" for k in RANKS))
+        return {f"{name}/{head}" for name in names for head in [*heads, "concat"]}
+
     def epoch_fields(self, record: dict[str, Any]) -> str:
         heads = " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in record.items() if k.startswith("val/mAP/"))
         return f"train id acc {record.get('train/id_acc', float('nan')):.2f}  val mAP [{heads}]"

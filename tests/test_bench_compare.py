@@ -146,6 +146,12 @@ def test_a_mode_may_carry_its_own_settings_for_sweeps():
     assert load_config("smoke", ["train.epochs=8", "loss.mode=dhm-rampup"]).loss.rampup_epochs == 2
     with pytest.raises(RegistryError, match="unknown comparison mode"):
         mode_overrides("dhm-nope+loss.alpha=1", cfg)
+    # keys with digits split too (they used to stay glued to the method's name)
+    assert mode_overrides("dks+loss.t2=true+data.sampler_options.instances=4", cfg) == [
+        "loss.mode=dks",
+        "loss.t2=true",
+        "data.sampler_options.instances=4",
+    ]
 
 
 @pytest.mark.parametrize("epochs", [10, 30])

@@ -77,6 +77,21 @@ def test_embed_writes_the_models_own_normalised_embeddings(run, tmp_path, capsys
     assert main(["embed", str(run / "deploy.pt"), str(folder), "-o", str(tmp_path / "f.txt")]) == 2
 
 
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(run, tmp_path, capsys):
+    """dhm embed -o / dhm export -o naming the checkpoint (or an image) read by the same command would destroy it."""
+    import shutil
+
+    copy = tmp_path / "deploy.pt"
+    shutil.copy(run / "deploy.pt", copy)
+    before = copy.read_bytes()
+    capsys.readouterr()
+    assert main(["embed", str(copy), str(PKU / "train" / "001"), "-o", str(copy)]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert main(["export", str(copy), "--format", "pt", "-o", str(copy)]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert copy.read_bytes() == before
+
+
 def test_search_ranks_the_gallery_for_each_query(run, capsys):
     gallery = PKU / "val" / "all_imgs"
     query = gallery / "004" / "01_1.png"

@@ -272,3 +272,16 @@ def test_pretrained_weights_start_the_branch_stages_they_copy_and_dml_peers(tmp_
     assert not torch.equal(peer.fc.weight, peers.backbone.fc.weight)  # not in the file: each peer its own
     with pytest.raises(ConfigError, match="model.pretrained, which is not set"):
         build_model(load_config("smoke", ["loss.mode=dhm", "model.pretrained_branches=random"]), 10, 3)
+
+
+def test_pretrained_refuses_integer_and_quantized_tensors_for_float_weights(tmp_path):
+    target = dhm.create_model("cifar_resnet20", num_classes=10, branches="none", widths=(8, 8, 16))
+    state = {k: v.clone() for k, v in target.state_dict().items()}
+    state["conv1.weight"] = torch.ones_like(state["conv1.weight"], dtype=torch.int64)
+    torch.save(state, tmp_path / "ints.pth")
+    with pytest.raises(CheckpointError, match="holds conv1.weight as int64 where the model's is float32"):
+        load_pretrained(target, tmp_path / "ints.pth")
+    quant = {"conv1.weight": torch.quantize_per_tensor(torch.randn(8, 3, 3, 3), 0.1, 0, torch.qint8)}
+    torch.save(quant, tmp_path / "quant.pth")
+    with pytest.raises(CheckpointError, match="quantized tensors"):
+        load_pretrained(target, tmp_path / "quant.pth")

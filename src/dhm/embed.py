@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .branches import has_neck
 from .deployed import Deployed
 from .errors import DHMError
+from .files import refuse_input_as_output
 from .predict import load_images
 from .retrieval import distance
 
@@ -50,6 +51,7 @@ def save_embeddings(path: str | Path, files: list[Path], feats: torch.Tensor) ->
     """Write ``feats`` and the image paths: ``.safetensors`` (tensor ``embeddings``, metadata ``files`` as JSON) or
     ``.pt`` (a dict ``{"embeddings", "files"}``)."""
     path = Path(path).expanduser()
+    refuse_input_as_output(path, files, "dhm embed")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":

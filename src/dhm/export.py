@@ -13,7 +13,7 @@ from torch import nn
 from .branches import has_neck
 from .deployed import INFO_KEYS, SAFETENSORS_META, SAFETENSORS_MODEL, load_plain
 from .errors import DHMError
-from .files import save_atomic, write_via_temp
+from .files import refuse_input_as_output, save_atomic, write_via_temp
 from .registry import Registry
 
 EXPORTERS: Registry[Callable[[nn.Module, dict[str, Any], Path], None]] = Registry("export format")
@@ -105,6 +105,7 @@ def export(path: str | Path, fmt: str, output: str | Path | None = None) -> Path
     exporter = EXPORTERS.get(fmt)
     model, payload = load_plain(path)
     out = Path(output).expanduser() if output else Path(path).with_name(f"{Path(path).stem}-deploy{SUFFIX[fmt]}")
+    refuse_input_as_output(out, [path], "dhm export")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

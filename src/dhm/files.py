@@ -12,11 +12,19 @@ from typing import Any
 
 import torch
 
-from .errors import READABLE, CheckpointError, first_line, load_error
+from .errors import READABLE, CheckpointError, DHMError, first_line, load_error
 
 FORMAT = "dhm-checkpoint-1"
 DEPLOY_FORMAT = "dhm-deploy-1"
 REQUIRED = {FORMAT: ("model", "model_spec", "config"), DEPLOY_FORMAT: ("model", "state_dict")}
+
+
+def refuse_input_as_output(output: str | Path, inputs: Any, what: str) -> None:
+    """A DHMError when ``output`` is one of the ``inputs`` (paths) a command reads: writing it would destroy them."""
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        if Path(item).expanduser().resolve() == out:
+            raise DHMError(f"{what}: the output {output} is an input of this command; give another output path")
 
 
 def save_atomic(obj: Any, path: Path) -> None:

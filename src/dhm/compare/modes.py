@@ -17,7 +17,7 @@ def mode_overrides(mode: str, cfg: Config) -> list[str]:
     """The overrides of ``mode``: a method name, optionally followed by ``+key=value`` settings of its own,
     e.g. ``dhm-rampup+loss.rampup_epochs=15+loss.temperature=3`` (for sweeps). The method resolves as under
     ``dhm train`` (:mod:`dhm.config.resolve`): the recipe's settings stay, the method's requirements apply."""
-    base, *extra = re.split(r"\+(?=[a-z_]+\.[a-z_.]+=)", mode)
+    base, *extra = re.split(r"\+(?=[a-z_][a-z0-9_]*\.[a-z0-9_.]+=)", mode)  # keys may hold digits: loss.t2
     try:
         method = get_method(base)
     except RegistryError as exc:

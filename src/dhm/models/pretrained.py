@@ -46,6 +46,11 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def v_dtype(tensor: torch.Tensor) -> str:
+    """``int64``, ``float32``, ...: a tensor's dtype as a user reads it."""
+    return str(tensor.dtype).removeprefix("torch.")
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> PretrainedReport:
     """Copy the tensors of the state_dict at ``path`` whose names and shapes match ``model``'s (in place).
 
@@ -62,7 +67,19 @@ def load_pretrained(model: nn.Module, path: str | Path) -> PretrainedReport:
         raise CheckpointError(f"model.pretrained: cannot load {path}: {load_error(exc)}") from None
     state = _state_dict(obj, path)
     own = model.state_dict()
+    quantized = [k for k, v in state.items() if v.is_quantized]
+    if quantized:
+        raise CheckpointError(
+            f"model.pretrained: {path} holds quantized tensors ({', '.join(quantized[:3])}): give float weights"
+        )
     take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not own[k].dtype.is_complex}
+    mixed = [k for k, v in take.items() if v.is_floating_point() != own[k].is_floating_point()]
+    if mixed:
+        k = mixed[0]
+        raise CheckpointError(
+            f"model.pretrained: {path} holds {k} as {v_dtype(take[k])} where the model's is {v_dtype(own[k])} "
+            f"({len(mixed)} such tensors): not weights of this model"
+        )
     bad = [k for k, v in take.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"model.pretrained: {path} holds non-finite values in {', '.join(bad[:3])}")

@@ -68,6 +68,13 @@ def test_msmt17_lists_and_bad_lines(tmp_path):
     (tmp_path / "list_query.txt").write_text("only-a-path\n")
     with pytest.raises(DataError, match="list_query.txt:1"):
         build_dataset(cfg)
+    for outside in ("../../0003/0003_000_02_x_1.jpg", "/etc/0003_000_02_x_1.jpg"):  # confined to the list's folder
+        (tmp_path / "list_query.txt").write_text(f"{outside} 3\n")
+        with pytest.raises(DataError, match=r"list_query.txt:1: .* leaves"):
+            build_dataset(cfg)
+    (tmp_path / "list_query.txt").write_text("0003/0003_000_02_x_1.jpg -3\n")
+    with pytest.raises(DataError, match="counted from 0"):
+        build_dataset(cfg)
 
 
 @pytest.mark.skipif(not PKU.is_dir(), reason=f"{PKU} is not here")

@@ -171,7 +171,12 @@ def _msmt_list(root: Path, images: Path, name: str) -> Items:
             cam = int(Path(rel).name.split("_")[2]) - 1
         except (IndexError, ValueError):
             raise DataError(f"{path}:{number}: expected '<path> <identity>' with a camera in the name") from None
-        items.append((images / rel, pid, cam))
+        if pid < 0 or cam < 0:
+            raise DataError(f"{path}:{number}: identity and camera are counted from 0 and 1, got {line.strip()!r}")
+        image = images / rel
+        if Path(rel).is_absolute() or not image.resolve().is_relative_to(images.resolve()):
+            raise DataError(f"{path}:{number}: {rel} leaves {images} (a list names images under its folder)")
+        items.append((image, pid, cam))
     return items
 
 

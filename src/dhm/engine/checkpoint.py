@@ -89,6 +89,24 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
         )
 
 
+def check_same_classes(ckpt: dict[str, Any], classes: list[Any], path: Path) -> None:
+    """Refuse to resume on data whose classes (identities) are not the run's: another folder behind the same
+    ``data.root`` (or a new one) would continue training on other labels without a word."""
+    saved = ckpt.get("classes")
+    if saved is None or list(saved) == list(classes):
+        return
+    first = next((i for i, (a, b) in enumerate(zip(saved, classes)) if a != b), min(len(saved), len(classes)))
+    raise CheckpointError(
+        f"checkpoint {path} was trained on {len(saved)} classes, the data now has {len(classes)}"
+        + (
+            f" (the first difference at #{first}: {saved[first]!r} != {classes[first]!r})"
+            if first < min(len(saved), len(classes))
+            else ""
+        )
+        + ": resume on the run's own data, or use another train.out_dir"
+    )
+
+
 def pack_numpy_rng(state: tuple) -> dict[str, Any]:
     """NumPy's RNG state in types ``weights_only`` loading accepts."""
     name, keys, pos, has_gauss, gauss = state

@@ -3,12 +3,13 @@ validation and report splits (the data rebuilt from the config the file carries)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import config_from_dict
+from ..config import Config, config_from_dict
 from ..config.io import apply_overrides
 from ..deployed import OWN_MODEL, checkpoint_kind, load_deployed
 from ..errors import DHMError
@@ -28,6 +29,21 @@ class CheckpointReport:
     task: Task
     splits: dict[str, dict[str, float]]
     deployed: bool = False  # a deploy file or an export: the main head only
+
+
+#: the keys that decide which images a run's splits hold: an evaluation must not change them
+SPLIT_KEYS = ("name", "split_seed", "val_size", "val_by", "train_subset", "options")
+
+
+def _same_splits(own: Config, cfg: Config, path: str | Path) -> None:
+    """A DHMError when the overrides change which images the run's splits hold (data.root may move)."""
+    for key in SPLIT_KEYS:
+        was, now = getattr(own.data, key), getattr(cfg.data, key)
+        if was != now:
+            raise DHMError(
+                f"data.{key}: {path}'s run split its data with {was!r}; evaluating with {now!r} would measure other "
+                "images under the same split names (only where the data lives, data.root, may change)"
+            )
 
 
 def evaluate_checkpoint(
@@ -55,12 +71,19 @@ def evaluate_checkpoint(
             )
         spec = ckpt.get("model_spec") if training else deployed.payload.get("model")
         data = {"model": {"name": spec["name"]}} if isinstance(spec, dict) else {}
+    own = config_from_dict(copy.deepcopy(data)) if data.get("data") else None
     cfg = config_from_dict(apply_overrides(data, overrides))
+    if own is not None:
+        _same_splits(own, cfg, path)
     runtime = resolve_runtime(cfg.train, D.setup(cfg.train.device))
     try:
         task = get_task(cfg.train.task)
     except RegistryError as exc:
         raise DHMError(f"train.task: {exc}") from None
+    unread = sorted(set(options or {}) - set(task.eval_options))
+    if unread:
+        flags = " ".join(f"--{o}" for o in unread)
+        raise DHMError(f"{flags}: the {task.name} task has no such evaluation option ({path} is a {task.name} run)")
     run_data = build_data(cfg, runtime.dist, runtime.channels_last, task)
     if deployed is not None:  # the plain backbone: the deployed head only
         model = deployed.model.to(runtime.device)

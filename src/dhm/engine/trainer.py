@@ -20,7 +20,7 @@ from ..errors import ConfigError, Terminated
 from ..steps import STEPS, EagerStep, make_step
 from ..tasks import Task
 from . import dist as D
-from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, load_file, save_atomic
+from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, check_same_classes, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
@@ -101,8 +101,10 @@ class Trainer:
             chosen = box[0]
         run_dir = Path(chosen)
         resume = self._resume_path(run_dir) if cfg.resume else None
-        if resume is not None:  # a checkpoint of other settings is refused before anything is written
-            check_compatible(load_file(resume, FORMAT, need=RESUME_NEEDS), self.config_dict, resume)
+        if resume is not None:  # a checkpoint of other settings or other data is refused before anything is written
+            ckpt = load_file(resume, FORMAT, need=RESUME_NEEDS)
+            check_compatible(ckpt, self.config_dict, resume)
+            check_same_classes(ckpt, self.parts.meta.classes, resume)
         if self.dist.is_main:  # refuse before taking the lock (which writes .lock), check again under it
             refuse_other_run(run_dir, resume is not None, cfg.overwrite, locked=False)
             self.lock = RunLock(run_dir).acquire()

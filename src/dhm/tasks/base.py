@@ -70,6 +70,7 @@ class Task:
     sampler = "random"
     panels: tuple[PlotPanel, ...] = ()
     labels: dict[str, tuple[str, str]] = {}  # metric -> (words, unit) shown in comparison tables
+    eval_options: tuple[str, ...] = ()  # the evaluation options it reads (dhm eval --flip --rerank: retrieval's)
 
     # ----- data ---------------------------------------------------------------------------------------------
     def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:

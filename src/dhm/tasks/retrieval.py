@@ -78,6 +78,7 @@ class Retrieval(Task):
     train_metric = "id_acc"
     carve = "identity"
     sampler = "identity"
+    eval_options = ("flip", "rerank")
     labels = {"mAP/main": ("mAP", " (%)")}
     panels = (PlotPanel("retrieval.png", "validation mAP per head", "mAP (%)", ("val/mAP/",)),)
 

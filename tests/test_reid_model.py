@@ -274,6 +274,7 @@ def test_pretrained_weights_start_the_branch_stages_they_copy_and_dml_peers(tmp_
         build_model(load_config("smoke", ["loss.mode=dhm", "model.pretrained_branches=random"]), 10, 3)
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated, still what files hold
 def test_pretrained_refuses_integer_and_quantized_tensors_for_float_weights(tmp_path):
     target = dhm.create_model("cifar_resnet20", num_classes=10, branches="none", widths=(8, 8, 16))
     state = {k: v.clone() for k, v in target.state_dict().items()}

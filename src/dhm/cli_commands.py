@@ -81,10 +81,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
-    from .files import refuse_input_as_output
     from .predict import load_deployed, load_images, predict
 
-    refuse_input_as_output(ns.output, [ns.checkpoint], "dhm embed")
     deployed = load_deployed(ns.checkpoint)
     files, images = load_images(ns.images, deployed.input_size)
     for path, top in zip(files, predict(deployed, images, ns.top_k)):

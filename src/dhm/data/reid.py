@@ -41,10 +41,23 @@ def _parse(files: list[Path], pattern: re.Pattern = MARKET_NAME) -> Items:
         found = pattern.search(path.name)
         if found is None:
             raise DataError(f"{path}: the name does not give an identity and a camera (like 0002_c1s1_000451_03.jpg)")
-        pid, cam = int(found.group(1)), int(found.group(2))
+        pid, cam = _number(found.group(1), path, "identity"), _number(found.group(2), path, "camera")
+        if pid < -1 or cam < 1:
+            raise DataError(f"{path}: identity {pid} / camera {cam}: identities are >= 0 (-1 junk), cameras >= 1")
         if pid != -1:
             out.append((path, pid, cam - 1))
     return out
+
+
+def _number(text: str | None, path: Path, what: str) -> int:
+    """The integer a file name gives for ``what``, as a DataError naming the file when it is none or out of range."""
+    try:
+        value = int(text if text is not None else "")
+    except ValueError:
+        raise DataError(f"{path}: {text!r} is not a number ({what} in the name)") from None
+    if abs(value) >= 2**31:
+        raise DataError(f"{path}: {what} {value} is out of range (|id| < 2^31)")
+    return value
 
 
 def _source(items: Items, labels: list[int] | None = None, role: int | None = None) -> FileSource:
@@ -69,6 +82,7 @@ def reid_bundle(
     gallery: Items | None,
     everyone: Items | None = None,
     names: list[str] | None = None,
+    separate_ids: bool = False,
 ) -> Bundle:
     """The bundle of a re-ID dataset (see the module docstring), its counts printed once: a test split of
     ``query`` then ``gallery`` images, or ``everyone`` evaluated all against all; decoded into memory with
@@ -89,8 +103,8 @@ def reid_bundle(
     if cfg.in_memory:
         train_mem = decode_all(train_src, cfg.image_size, cfg.workers)
         test_mem = decode_all(test, cfg.image_size, cfg.workers) if test is not None else None
-        return Bundle(train_mem, test_mem, classes, 3, IMAGENET_MEAN, IMAGENET_STD)
-    return Bundle(train_src, test, classes, 3, IMAGENET_MEAN, IMAGENET_STD)
+        return Bundle(train_mem, test_mem, classes, 3, IMAGENET_MEAN, IMAGENET_STD, separate_ids=separate_ids)
+    return Bundle(train_src, test, classes, 3, IMAGENET_MEAN, IMAGENET_STD, separate_ids=separate_ids)
 
 
 def describe(name: str, splits: dict[str, Items]) -> str:
@@ -200,7 +214,7 @@ def msmt17(cfg: DataConfig) -> Bundle:
         train += _msmt_list(root, root / train_dir, "list_val.txt")
     query = _msmt_list(root, root / test_dir, "list_query.txt")
     gallery = _msmt_list(root, root / test_dir, "list_gallery.txt")
-    return reid_bundle("msmt17", cfg, train, query, gallery)
+    return reid_bundle("msmt17", cfg, train, query, gallery, separate_ids=True)  # its lists number test ids apart
 
 
 @dataclass
@@ -225,6 +239,10 @@ def reid_folders(cfg: DataConfig) -> Bundle:
         raise DataError(
             f"data.options.camera_pattern {options.camera_pattern!r} is not a regular expression: {exc}"
         ) from None
+    if pattern.groups < 1:
+        raise DataError(
+            f"data.options.camera_pattern {options.camera_pattern!r} has no group: its first (...) group is the camera"
+        )
     items = []
     for folder in [root / f for f in options.folders] or [root]:
         if not folder.is_dir():
@@ -236,7 +254,7 @@ def reid_folders(cfg: DataConfig) -> Bundle:
                     raise DataError(
                         f"{path}: data.options.camera_pattern {options.camera_pattern!r} finds no camera in the name"
                     )
-                items.append((path, identity.name, int(found.group(1))))
+                items.append((path, identity.name, _number(found.group(1), path, "camera")))
     names = sorted({pid for _, pid, _ in items})
     if len(names) < 2:
         raise DataError(f"reid_folders: {root} has {len(names)} identity folders; at least 2 are needed")

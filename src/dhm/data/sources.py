@@ -62,6 +62,9 @@ class Bundle:
     mean: tuple[float, ...] = ()  # per channel, in [0, 1] units; empty = computed from the training images
     std: tuple[float, ...] = ()
     more: dict[str, Source] = field(default_factory=dict)
+    # whether the evaluation splits number identities apart from training (MSMT17: 0.. in each), so equal numbers
+    # are not the same person; else an equal number is, and an evaluated identity must not be a training one
+    separate_ids: bool = False
 
     @property
     def splits(self) -> dict[str, Source]:

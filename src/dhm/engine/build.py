@@ -198,6 +198,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
         workers=cfg.data.workers,
     )
     evals = {"val": val_src, **{name: src for name, src in bundle.splits.items() if name != "train"}}
+    task.check_splits(train_src, evals, bundle.separate_ids)  # refused before the first step
     try:
         train = build_loader(
             train_src,

@@ -4,10 +4,8 @@ run). The entry points that build it from a config are in :mod:`dhm.engine.entry
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from ..branches import unwrap
 from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
 from ..steps import STEPS, EagerStep, make_step
-from ..tasks import Task
+from ..tasks import select_metric
 from . import dist as D
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, check_same_classes, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
@@ -285,17 +283,3 @@ def check_resume_early(cfg: Config) -> None:
     path = resume_path(cfg, choose_run_dir(cfg.train, cfg.name))
     if path is not None:
         check_compatible(load_file(path, FORMAT, need=RESUME_NEEDS), to_dict(cfg), path)
-
-
-def select_metric(task: Task, select: str, heads: Sequence[str] = ("main",)) -> str:
-    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary; a
-    metric the task never reports for these heads is refused (never a silent "the last epoch is best")."""
-    metric = select or task.primary
-    known = task.reported(heads)
-    if select and known is not None and metric not in known:
-        close = difflib.get_close_matches(metric, sorted(known), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigError(
-            f"train.select={metric}: the {task.name} task reports {', '.join(sorted(known))} for this model{hint}"
-        )
-    return metric

@@ -9,12 +9,14 @@ processes), so tasks depend on nothing above the model layer.
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..gather import gather_rows
 from ..options import TASK_SAMPLERS
 from ..registry import Registry
@@ -75,6 +77,10 @@ class Task:
     # ----- data ---------------------------------------------------------------------------------------------
     def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
         """Refuse labels the task cannot train or evaluate (raise :class:`~dhm.errors.DataError`)."""
+
+    def check_splits(self, train: Any, evals: dict[str, Any], separate_ids: bool = False) -> None:
+        """Refuse, before training, splits the task cannot train or evaluate (``evals``: name -> source or None;
+        ``separate_ids``: the dataset numbers its evaluation identities apart); raise :class:`~dhm.errors.DataError`."""
 
     # ----- training -----------------------------------------------------------------------------------------
     def supervision(self, loss: Any, heads: str) -> list[tuple[str, dict[str, Any]]]:
@@ -164,3 +170,17 @@ TASKS: Registry[Task] = _Tasks("task")
 def get_task(name: str) -> Task:
     """The registered task ``name`` (a one-line error with suggestions for an unknown one)."""
     return TASKS.get(name)
+
+
+def select_metric(task: Task, select: str, heads: Sequence[str] = ("main",)) -> str:
+    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary; a
+    metric the task never reports for these heads is refused (never a silent "the last epoch is best")."""
+    metric = select or task.primary
+    known = task.reported(heads)
+    if select and known is not None and metric not in known:
+        close = difflib.get_close_matches(metric, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"train.select={metric}: the {task.name} task reports {', '.join(sorted(known))} for this model{hint}"
+        )
+    return metric

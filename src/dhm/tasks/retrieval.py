@@ -19,6 +19,7 @@ from ..errors import ConfigError, DataError
 from ..options import SUPERVISION
 from ..retrieval import evaluate, evaluate_features, rerank
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
+from .retrieval_checks import check_retrieval_splits
 
 RANKS = (1, 5, 10)
 
@@ -92,6 +93,9 @@ class Retrieval(Task):
         if s.center_weight > 0:
             terms.append(("center", {"heads": heads, "weight": s.center_weight, "lr": s.center_lr}))
         return terms
+
+    def check_splits(self, train: Any, evals: dict[str, Any], separate_ids: bool = False) -> None:
+        check_retrieval_splits(train, evals, separate_ids)
 
     def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
         """Training labels are identity indices 0..N-1; evaluation splits hold any identity ids."""

@@ -87,3 +87,18 @@ def test_a_test_split_without_cross_camera_matches_stops_before_training(tmp_pat
     argv = ["train", "pku-reid", f"data.root={data}", "data.options.folders=[train]", f"train.out_dir={out}"]
     assert main([*argv, "train.progress=false"]) == 2
     assert "no training identity has two images" in capsys.readouterr().err
+
+
+def test_negative_supervision_and_embedding_weights_are_refused():
+    from dhm.config import load_config
+    from dhm.errors import ConfigError
+
+    for override, words in (
+        ("loss.supervision.margin=-0.1", "loss.supervision.margin must be >= 0"),
+        ("loss.supervision.triplet_weight=-1", "loss.supervision.triplet_weight must be >= 0"),
+        ("loss.supervision.center_lr=0", "loss.supervision.center_lr must be > 0"),
+        ("loss.options.embed_weight=-2", "loss.options.embed_weight must be >= 0"),
+    ):
+        mode = ["loss.mode=dhm-emb"] if "embed" in override else []
+        with pytest.raises(ConfigError, match=words):
+            load_config("pku-reid", [*mode, override])

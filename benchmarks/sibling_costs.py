@@ -22,9 +22,10 @@ from dhm.config import load_config
 from dhm.engine import build_trainer
 
 EPOCHS = 3  # timed epochs per method (the fastest counts)
-MODES = (
-    "ce,ls,dsl,dhm,dhm-gentle,dsn,dks,dml,dml+loss.options.peer_update=alternating,one,okddip,byot,cskd+data.batch_size=128,"
-    "cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd"
+MODES = (  # the modes of benchmarks/siblings.sh (each method at its authors' defaults) and DML's other updates
+    "ce,ls,dsl,dhm,dhm-gentle,dsn,dsn-authors,dks,dml+data.batch_size=128,dml+loss.options.peer_update=joint,"
+    "dml+loss.options.peer_update=alternating-one-batch,one,okddip,byot,cskd+data.batch_size=128,"
+    "cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd,dlb+data.batch_size=128"
 )
 TABLE = [
     "model.name=cifar_resnet20",

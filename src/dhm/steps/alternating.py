@@ -58,7 +58,8 @@ class AlternatingStep(EagerStep):
             )
         if run["distributed"] or run["accum"] != 1 or run["cuda_graph"]:
             raise ConfigError(
-                "the alternating step runs in one process with train.accum_steps=1 and no train.cuda_graph"
+                "the alternating step runs in one process with train.accum_steps=1 and no train.cuda_graph "
+                "(loss.options.peer_update=joint moves every peer in one step, under DDP too)"
             )
 
     def __init__(self, *args, **kwargs) -> None:

@@ -211,3 +211,16 @@ def test_compare_table_puts_every_head_in_its_column_and_compares_with_ls():
     assert "| dsl | 68.00 +- 0.00 | 69.50 +- 0.71 | - | - | - | 71.00 +- 0.00 |" in text
     assert "| mode | - ce | - ls | - dsl |" in text
     assert "| one | +2.00 (+2.8 sd) | +3.00 (+4.2 sd) | +2.50 (+5.0 sd) |" in text
+
+
+def test_compare_help_lists_every_method_and_eval_help_names_the_retrieval_metrics(capsys):
+    from dhm.cli import main
+    from dhm.methods import list_methods
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in list_methods())  # the siblings too, not only the DHM family
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "mAP, rank-1/5/10" in " ".join(capsys.readouterr().out.split())

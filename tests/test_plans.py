@@ -315,3 +315,13 @@ def test_a_plain_three_stage_cnn_splits_at_its_named_stages():
 def test_a_stage_plan_reads_as_its_stages():
     text = repr(dhm.stage_plan(_ThreeStage(), input_size=32))
     assert text.startswith("StagePlan(source=") and "stage3.1.2 (64 ch, /4, 6 blocks)" in text and "0x" not in text
+
+
+def test_inspect_takes_a_named_layout_as_model_branches_does(capsys):
+    from dhm.cli import main
+
+    assert main(["inspect", "cifar_resnet20", "peers:2"]) == 0
+    out = capsys.readouterr().out
+    assert "head1  fork 'input', peer" in out and "ratio 2.00" in out
+    assert main(["inspect", "cifar_resnet20", "linear-every-stage:32"]) == 0
+    assert "head2" in capsys.readouterr().out

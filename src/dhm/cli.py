@@ -27,6 +27,7 @@ from .cli_commands import (
 )
 from .errors import DHMError, Terminated
 from .memory import allocation_message, is_allocation_failure
+from .methods import list_methods
 from .plugins import load_plugins
 from .registry import RegistryError
 from .version import __version__
@@ -72,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on its validation and test splits",
-        description="Top-1 accuracy on the run's validation and test splits of best.pt / last.pt (every head with "
-        "--heads) or of deploy.pt and pt/safetensors exports (the deployed backbone: the main head).",
+        description="The run's task metrics (classification: top-1 accuracy; re-ID: mAP, rank-1/5/10, mINP) on its "
+        "validation and test splits, of best.pt / last.pt (every head with --heads) or of deploy.pt and "
+        "pt/safetensors exports (the deployed backbone: the main head).",
     )
     p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export")
     p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")
@@ -163,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="train every mode x seed of a recipe and tabulate mean +- std",
-        description="Runs each mode (a method of `dhm methods`: ce, ls, dsl, dhm, dhm-released, dhm-bernoulli, "
-        "dhm-fork, dhm-rampup, dhm-gentle) with each seed under RECIPE; finished runs are skipped, unfinished ones "
-        "resumed.",
+        description="Runs each mode (a method of `dhm methods`: "
+        + ", ".join(list_methods())
+        + ") with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
     )
     p.add_argument("recipe", help="a recipe name (`dhm recipes`) or a YAML path")
     p.add_argument("--seeds", default="3", help="a count (3 = seeds 0, 1, 2) or a list of seeds (0,4,7)")

@@ -110,7 +110,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
     for query, matches in search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip):
         print(f"{query}:")
         for rank, match in enumerate(matches, 1):
-            print(f"  {rank:>3}. {match.distance:.4f}  {match.path}")
+            print(f"  {rank:>3}. {max(0.0, match.distance):.4f}  {match.path}")  # cosine distance >= 0 (not -0.0000)
     return 0
 
 

@@ -47,7 +47,11 @@ def inspect_model(
     try:
         plain = create_model(name, num_classes=num_classes, branches="none")
         plan = stage_plan(plain, input_size=input_size)
-        if specs:
+        from .branches import LAYOUTS, layout_specs
+
+        if len(specs) == 1 and specs[0].partition(":")[0] in LAYOUTS:  # a named layout, as model.branches takes
+            branch_specs = layout_specs(specs[0], plan)
+        elif specs:
             branch_specs = [parse_spec(s) for s in specs]
         else:
             branch_specs = list(paper_branches(name) if split_name(name) is None else default_branches(plan))

@@ -73,9 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on its validation and test splits",
-        description="The run's task metrics (classification: top-1 accuracy; re-ID: mAP, rank-1/5/10, mINP) on its "
-        "validation and test splits, of best.pt / last.pt (every head with --heads) or of deploy.pt and "
-        "pt/safetensors exports (the deployed backbone: the main head).",
+        description="The task's metrics (top-1 accuracy; re-ID: mAP, rank-1/5/10, mINP) on the run's validation and "
+        "test splits: best.pt / last.pt (every head with --heads), deploy.pt and pt/safetensors exports (main head).",
     )
     p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export")
     p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")

@@ -164,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="train every mode x seed of a recipe and tabulate mean +- std",
-        description="Runs each mode (a method of `dhm methods`: "
-        + ", ".join(list_methods())
-        + ") with each seed under RECIPE; finished runs are skipped, unfinished ones resumed.",
+        description=f"Runs each mode (a method of `dhm methods`: {', '.join(list_methods())}) with each seed under "
+        "RECIPE; finished runs are skipped, unfinished ones resumed.",
     )
     p.add_argument("recipe", help="a recipe name (`dhm recipes`) or a YAML path")
     p.add_argument("--seeds", default="3", help="a count (3 = seeds 0, 1, 2) or a list of seeds (0,4,7)")

@@ -56,3 +56,24 @@ def test_smoke_recipe_learns_and_dhm_is_not_worse(tmp_path):
         cfg = load_config("smoke", ["train.progress=false", f"loss.mode={mode}", f"train.out_dir={tmp_path / mode}"])
         results[mode] = build_trainer(cfg).fit()["test_acc1"]
     assert results["ce"] >= 90 and results["dhm"] >= 90 and results["dhm"] >= results["ce"] - 1.0
+
+
+def test_a_run_says_what_it_is_before_its_first_epoch(tmp_path, capsys):
+    """The header: the data and its split sizes, the classes, the model with its heads, the method and its step,
+    the precision (and why train.amp=auto chose it), threads, device and the CPU's name."""
+    from dhm.precision import native_bf16
+
+    cfg = load_config(
+        "smoke",
+        [*TINY, "train.epochs=1", "train.limit_batches=2", "loss.mode=dml", f"train.out_dir={tmp_path / 'run'}"],
+    )
+    build_trainer(cfg).fit()
+    out = capsys.readouterr().out
+    header = out[: out.index("epoch 1/1")]
+    assert "data: synthetic (data): train 192 / val 64 / test 64 images; 10 training classes" in header
+    assert "model: cifar_resnet20, branches peers:2 (heads main, head1)" in header
+    assert "method: dml (step alternating), task classification, 1 epoch\n" in header
+    import torch
+
+    precision = "bf16 autocast" if native_bf16(torch.device("cpu")) else "fp32 (train.amp=auto: this device has no"
+    assert f"precision: {precision}" in header and "CPU threads; device cpu (" in header

@@ -23,6 +23,7 @@ from .compiling import auto_compile, wrap_model
 from .epoch import run_steps, train_one_epoch
 from .evaluate import evaluate
 from .finish import finish_run
+from .header import run_header
 from .parts import Parts, steps_per_epoch
 from .progress import Display
 from .recorder import Recorder
@@ -198,6 +199,8 @@ class Trainer:
                 if self.state.history:  # a resumed run: make best.pt and the metrics files agree with last.pt
                     self._repair()
             model = self.wrap()
+            if main and self.state.epoch < cfg.train.epochs:  # what this run is, before its first epoch
+                print("\n".join(run_header(cfg, self.parts, self.runtime)), flush=True)
             mode = self.runtime.compile_mode
             if main and mode is not None and self.state.epoch < cfg.train.epochs:
                 print(f"compiling the model (torch.compile, mode {mode}): the first steps are slow", flush=True)

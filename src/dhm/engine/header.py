@@ -1,0 +1,65 @@
+"""The lines a run prints before its first epoch, so that its log says what it is: the data and its split sizes,
+the classes (identities), the model with its heads and trained parameters, the method and its step, the precision
+and why, threads and device."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..branches import DHMModel, unwrap
+from ..config import Config
+from ..precision import native_bf16
+from .parts import Parts
+from .runtime import Runtime
+
+
+def _size(loader: Any) -> int | None:
+    source = getattr(loader, "source", None)
+    return len(source) if source is not None else None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def precision_words(runtime: Runtime, requested: str) -> str:
+    """``bf16 autocast`` / ``fp16 autocast`` / ``fp32``, with why where ``train.amp=auto`` chose fp32."""
+    if runtime.amp != "off":
+        return f"{runtime.amp} autocast"
+    if requested == "auto" and not native_bf16(runtime.device):
+        return "fp32 (train.amp=auto: this device has no native bf16)"
+    return "fp32"
+
+
+def run_header(cfg: Config, parts: Parts, runtime: Runtime) -> list[str]:
+    """The header's lines (see the module docstring)."""
+    sizes = {"train": _size(parts.train), **{name: _size(loader) for name, loader in parts.splits.items()}}
+    splits = " / ".join(f"{name} {n:,}" for name, n in sizes.items() if n is not None)
+    unit = "identities" if cfg.train.task == "retrieval" else "classes"
+    model: nn.Module = unwrap(parts.model)
+    heads = model.head_names if isinstance(model, DHMModel) else ("main",)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    branches = cfg.model.branches if isinstance(cfg.model.branches, str) else f"{len(cfg.model.branches)} specs"
+    device = runtime.device
+    where = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    layout = ", channels_last" if runtime.channels_last else ""
+    return [
+        f"data: {cfg.data.name} ({cfg.data.root}): {splits} images; {len(parts.meta.classes):,} training {unit}",
+        f"model: {cfg.model.name}, branches {branches} (heads {', '.join(heads)}), {trained / 1e6:.2f} M trained "
+        "parameters",
+        f"method: {cfg.loss.mode} (step {parts.step}), task {cfg.train.task}, "
+        f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}",
+        f"precision: {precision_words(runtime, cfg.train.amp)}{layout}; {torch.get_num_threads()} CPU threads; "
+        f"device {device} ({where}); {runtime.dist.world} process(es)",
+    ]

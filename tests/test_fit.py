@@ -89,3 +89,18 @@ def test_fit_plain_model_needs_ce(tmp_path):
         dhm.fit(_net(), train, val, out_dir=tmp_path, settings={**FAST, "loss.mode": "dhm"})
     summary = dhm.fit(_net(), train, out_dir=tmp_path / "ce", settings={**FAST, "train.epochs": 1})
     assert summary["test_acc1"] is None and summary["best_epoch"] == 1  # no test loader, no validation
+
+
+def test_the_readme_fit_example_runs_as_written_offline(tmp_path, monkeypatch, capsys):
+    """README.md's dhm.fit example (between its fit-example markers), executed as a user would paste it: no
+    download, no torchvision; it learns the digits."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("<!-- fit-example -->")[1].split("<!-- /fit-example -->")[0]
+    code = block.split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    accuracy = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert accuracy > 80, accuracy  # chance is 10%
+    assert (tmp_path / "runs" / "mine" / "deploy.pt").is_file()

@@ -67,7 +67,7 @@ def test_a_run_says_what_it_is_before_its_first_epoch(tmp_path, capsys):
         "smoke",
         [*TINY, "train.epochs=1", "train.limit_batches=2", "loss.mode=dml", f"train.out_dir={tmp_path / 'run'}"],
     )
-    build_trainer(cfg).fit()
+    summary = build_trainer(cfg).fit()
     out = capsys.readouterr().out
     header = out[: out.index("epoch 1/1")]
     assert "data: synthetic (data): train 192 / val 64 / test 64 images; 10 training classes" in header
@@ -76,4 +76,10 @@ def test_a_run_says_what_it_is_before_its_first_epoch(tmp_path, capsys):
     import torch
 
     precision = "bf16 autocast" if native_bf16(torch.device("cpu")) else "fp32 (train.amp=auto: this device has no"
-    assert f"precision: {precision}" in header and "CPU threads; device cpu (" in header
+    run = summary["runtime"]  # and summary.json records it
+    assert f"precision: {precision}" in header
+    assert f"{run['threads']} CPU thread(s) ({run['threads_why']}); device cpu (" in header
+    assert run["device"] == "cpu" and run["precision"].startswith(precision) and run["compile"] == "off"
+    assert run["threads"] == torch.get_num_threads()
+    assert run["threads_why"] == "OMP_NUM_THREADS" or run["threads_why"].startswith("auto: ")
+    assert run["native_bf16"] == native_bf16(torch.device("cpu")) and run["channels_last"] in (True, False)

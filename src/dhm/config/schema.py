@@ -55,7 +55,7 @@ class DataConfig:
     sampler: str = ""  # training order: random | identity (P x K per batch) ("" = the task's choice)
     sampler_options: Any = field(default_factory=dict)  # the sampler's own options (identity: instances, K)
     eval_batch_size: int = 256  # batch per process for validation and test
-    workers: int = 4  # DataLoader workers for folder datasets
+    workers: int | str = "auto"  # DataLoader workers (decoding only) for folder datasets: auto (a core each, <= 4) | N
     augment: str = "cifar"  # cifar (pad crop+flip) | crop | flip | imagenet (resized crop+flip) | reid (+erase) | none
     image_size: int | list[int] | None = None  # resize to this side or [height, width] (re-ID); None = native
     pad: int | None = None  # pad-and-crop shift in pixels of data.augment (None = the preset's: 4, reid 10)
@@ -96,7 +96,7 @@ class TrainConfig:
     progress: bool = True  # progress bar per epoch (a terminal) or progress lines (a log)
     log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int | str = "auto"  # torch CPU threads: auto (the idle cores, measured at start) | N | 0 (torch's default)
     task: str = "classification"  # what is trained and measured (dhm.TASKS): classification
     select: str = ""  # the validation metric that picks best.pt, e.g. loss ("" = the task's primary metric)
 

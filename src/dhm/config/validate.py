@@ -52,6 +52,9 @@ RULES: dict[str, tuple[Check, ...]] = {
     "train.threads": ((GE, 0, ">= 0 (0 = torch's default)"),),
 }
 
+#: keys that take the string ``auto`` or a number
+AUTO_KEYS = ("data.workers", "train.threads")
+
 
 def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -72,6 +75,8 @@ def validate(cfg: Any) -> None:
     if not DEVICE.match(cfg.train.device):
         raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {cfg.train.device!r}")
     for key, value in _leaves(cfg).items():
+        if key in AUTO_KEYS and isinstance(value, str) and value != "auto":
+            raise ConfigError(f"{key} must be auto or a count >= 0, got {value!r}")
         items = value if isinstance(value, list) else [value]
         for item in items:
             if isinstance(item, float) and not math.isfinite(item):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..config.schema import DataConfig
+from ..cpus import choose_workers
 from ..errors import DataError
 from ..memory import check_fits
 from .decode import read_image
@@ -58,7 +59,7 @@ def load_image(path: Path, size: int | Sequence[int] | None = None) -> np.ndarra
     return np.asarray(img)
 
 
-def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: int = 4) -> TensorSource:
+def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: int | str = "auto") -> TensorSource:
     """Every image of ``source`` decoded into one uint8 (N, 3, H, W) tensor (all must share a size)."""
     hw = image_hw(size)
     if hw is not None:  # the decoded tensor's size is known before decoding: refuse what cannot fit
@@ -68,7 +69,7 @@ def decode_all(source: FileSource, size: int | Sequence[int] | None, threads: in
     start = time.perf_counter()
     if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":  # a slow start-up phase: say so
         print(f"decoding {len(source):,} images from {source.files[0].parents[1]} into memory", flush=True)
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    with ThreadPoolExecutor(max(1, choose_workers(threads))) as pool:
         arrays = list(pool.map(lambda p: load_image(p, size), source.files, chunksize=256))
     if len(source) >= 1000 and os.environ.get("RANK", "0") == "0":
         print(f"decoded {len(source):,} images in {time.perf_counter() - start:.1f} s", flush=True)

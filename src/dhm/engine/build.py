@@ -15,6 +15,7 @@ from torch import nn
 from ..branches import BranchSpec, strip
 from ..branches.warm import seed_branches
 from ..config.schema import Config
+from ..cpus import choose_workers
 from ..data import Bundle, build_dataset, build_loader, build_sampler, carve_validation, take_subset
 from ..errors import ConfigError
 from ..losses import TERMS, Objective, Term
@@ -195,7 +196,7 @@ def build_data(cfg: Config, dist: DistInfo, channels_last: bool = False, task: T
         world=dist.world,
         channels_last=channels_last,
         image_size=cfg.data.image_size,
-        workers=cfg.data.workers,
+        workers=choose_workers(cfg.data.workers),
     )
     evals = {"val": val_src, **{name: src for name, src in bundle.splits.items() if name != "train"}}
     task.check_splits(train_src, evals, bundle.separate_ids)  # refused before the first step

@@ -18,6 +18,7 @@ from ..version import __version__
 from . import dist as D
 from .checkpoint import FORMAT, load_file, load_state, save_atomic
 from .evaluate import evaluate
+from .header import runtime_record
 from .parts import Parts
 from .plots import plot_history
 from .runtime import Runtime
@@ -70,6 +71,7 @@ def finish_run(
             "run_dir": str(run_dir),
             "world_size": dist.world,
             "device": str(dist.device),
+            "runtime": runtime_record(runtime, config["train"]["amp"]),
             "versions": {"dhm": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "config": config,
             "task": task.name,

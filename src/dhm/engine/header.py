@@ -42,6 +42,24 @@ def precision_words(runtime: Runtime, requested: str) -> str:
     return "fp32"
 
 
+def runtime_record(runtime: Runtime, requested_amp: str) -> dict[str, Any]:
+    """How the run computes, for summary.json: device and its name, native bf16, precision and why, memory format,
+    compile mode, CPU threads and why, processes."""
+    device = runtime.device
+    return {
+        "device": str(device),
+        "device_name": _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "native_bf16": native_bf16(device),
+        "amp": runtime.amp,
+        "precision": precision_words(runtime, requested_amp),
+        "channels_last": runtime.channels_last,
+        "compile": runtime.compile_mode or "off",
+        "threads": runtime.threads.threads,
+        "threads_why": runtime.threads.why,
+        "processes": runtime.dist.world,
+    }
+
+
 def run_header(cfg: Config, parts: Parts, runtime: Runtime) -> list[str]:
     """The header's lines (see the module docstring)."""
     sizes = {"train": _size(parts.train), **{name: _size(loader) for name, loader in parts.splits.items()}}
@@ -51,15 +69,15 @@ def run_header(cfg: Config, parts: Parts, runtime: Runtime) -> list[str]:
     heads = model.head_names if isinstance(model, DHMModel) else ("main",)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     branches = cfg.model.branches if isinstance(cfg.model.branches, str) else f"{len(cfg.model.branches)} specs"
-    device = runtime.device
-    where = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    layout = ", channels_last" if runtime.channels_last else ""
+    run = runtime_record(runtime, cfg.train.amp)
+    layout = ", channels_last" if run["channels_last"] else ""
+    compiled = f", torch.compile ({run['compile']})" if run["compile"] != "off" else ""
     return [
         f"data: {cfg.data.name} ({cfg.data.root}): {splits} images; {len(parts.meta.classes):,} training {unit}",
         f"model: {cfg.model.name}, branches {branches} (heads {', '.join(heads)}), {trained / 1e6:.2f} M trained "
         "parameters",
         f"method: {cfg.loss.mode} (step {parts.step}), task {cfg.train.task}, "
         f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}",
-        f"precision: {precision_words(runtime, cfg.train.amp)}{layout}; {torch.get_num_threads()} CPU threads; "
-        f"device {device} ({where}); {runtime.dist.world} process(es)",
+        f"precision: {run['precision']}{layout}{compiled}; {run['threads']} CPU thread(s) ({run['threads_why']}); "
+        f"device {run['device']} ({run['device_name']}); {run['processes']} process(es)",
     ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config.schema import TrainConfig
+from ..cpus import ThreadChoice, choose_threads
 from ..errors import ConfigError
 from ..precision import autocast, resolve_amp, resolve_channels_last
 from . import dist as D
@@ -27,6 +28,7 @@ class Runtime:
     compile_mode: str | None  # None: eager
     cuda_graph: bool  # the whole step captured in one CUDA graph
     sync_bn: bool
+    threads: ThreadChoice  # torch's CPU threads and why
 
     @property
     def device(self) -> torch.device:
@@ -43,9 +45,9 @@ class Runtime:
 
 def resolve_runtime(train: TrainConfig, dist: D.DistInfo | None = None) -> Runtime:
     """Resolve ``train.*`` for this process (``dist`` default: from torchrun's environment, joining nothing);
-    sets torch's CPU threads (``train.threads``)."""
-    if train.threads > 0:
-        torch.set_num_threads(train.threads)
+    sets torch's CPU threads (``train.threads``, :mod:`dhm.cpus`)."""
+    threads = choose_threads(train.threads)
+    torch.set_num_threads(threads.threads)
     dist = dist or D.info(train.device)
     runtime = Runtime(
         dist=dist,
@@ -54,6 +56,7 @@ def resolve_runtime(train: TrainConfig, dist: D.DistInfo | None = None) -> Runti
         compile_mode=resolve_compile(train.compile),
         cuda_graph=train.cuda_graph,
         sync_bn=train.sync_bn,
+        threads=threads,
     )
     if runtime.cuda_graph and runtime.graphs:
         raise ConfigError("train.cuda_graph=true captures the step itself: use it with train.compile=true or false")

@@ -95,6 +95,7 @@ class TrainConfig:
     runs_root: str = "runs"  # where default run directories go: <runs_root>/<recipe>/<timestamp>
     progress: bool = True  # progress bar per epoch (a terminal) or progress lines (a log)
     log_every_s: float = 30.0  # seconds between progress lines when output is not a terminal (0: every step)
+    keep_every: int = 0  # also keep every N-th epoch's checkpoint as epoch<E>.pt (0 = none), e.g. to study selection
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
     threads: int | str = "auto"  # torch CPU threads: auto (the idle cores, measured at start) | N | 0 (torch's default)
     task: str = "classification"  # what is trained and measured (dhm.TASKS): classification

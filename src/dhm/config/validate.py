@@ -49,6 +49,7 @@ RULES: dict[str, tuple[Check, ...]] = {
     "train.accum_steps": ((GE, 1, ">= 1"),),
     "train.log_every_s": ((GE, 0, ">= 0"),),
     "train.limit_batches": ((GE, 0, ">= 0 (0 = all)"),),
+    "train.keep_every": ((GE, 0, ">= 0 (0 = none)"),),
     "train.threads": ((GE, 0, ">= 0 (0 = torch's default)"),),
 }
 

@@ -42,6 +42,7 @@ RESUMABLE_CHANGES = (
     "train.progress",
     "train.log_every_s",
     "train.threads",
+    "train.keep_every",
     "train.device",
     "train.compile",
     "train.cuda_graph",

@@ -89,7 +89,12 @@ def finish_run(
         }
         deployed = deployable(unwrap(parts.model), (meta.model_spec or {}).get("head", "main"))
         save_atomic(deploy_payload(deployed, meta.model_spec, info), run_dir / "deploy.pt")
-        plot_history(state.history, run_dir, task.panels)
+        marks = {
+            p.report_key: (best[first][p.report_key], last[first][p.report_key])
+            for p in task.panels
+            if p.report_key in best[first] and p.report_key in last[first]
+        }
+        plot_history(state.history, run_dir, task.panels, best_epoch=state.best_epoch or None, reports=marks)
         if reports[first] is not None or val_best:
             print(task.summary_table(list(parts.head_names), val_best, best[first], last[first]), flush=True)
         tmp = run_dir / ".summary.json.tmp"

@@ -258,6 +258,8 @@ class Trainer:
             save_atomic(ckpt, self.run_dir / "last.pt")
             if improved:
                 save_atomic(ckpt, self.run_dir / "best.pt")
+            if self.cfg.train.keep_every and (epoch + 1) % self.cfg.train.keep_every == 0:
+                save_atomic(ckpt, self.run_dir / f"epoch{epoch + 1:04d}.pt")
             self.recorder.write(s.history)
             print(self._epoch_line(record), flush=True)
         D.barrier()

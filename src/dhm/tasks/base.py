@@ -39,12 +39,15 @@ class EvalContext:
 
 @dataclass(frozen=True)
 class PlotPanel:
-    """One PNG of a run's history: the record keys that start with any of ``prefixes``."""
+    """One PNG of a run's history: the per-head record keys that start with any of ``prefixes`` (a line style
+    each, named ``names`` in the legend); ``report_key`` is the test metric marked at best.pt and the last epoch."""
 
     filename: str
     title: str
     ylabel: str
     prefixes: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    report_key: str = ""
 
 
 class Task:

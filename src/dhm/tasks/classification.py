@@ -25,7 +25,16 @@ class Classification(Task):
     report_splits = ("test",)
     train_metric = "acc1"
     labels = {"acc1/main": ("acc", " (%)")}
-    panels = (PlotPanel("accuracy.png", "top-1 accuracy per head", "top-1 accuracy (%)", ("val/acc1/", "train/acc1")),)
+    panels = (
+        PlotPanel(
+            "accuracy.png",
+            "top-1 accuracy per head: validation (solid), training batches (dashed)",
+            "top-1 accuracy (%)",
+            ("val/acc1/", "train/acc1/"),
+            ("val", "train"),
+            "acc1/main",
+        ),
+    )
 
     def check_labels(self, split: str, labels: Tensor, num_classes: int) -> None:
         """Class indices 0..classes-1 in every split (a test label outside the training classes is refused)."""

@@ -81,7 +81,16 @@ class Retrieval(Task):
     sampler = "identity"
     eval_options = ("flip", "rerank")
     labels = {"mAP/main": ("mAP", " (%)")}
-    panels = (PlotPanel("retrieval.png", "validation mAP per head", "mAP (%)", ("val/mAP/",)),)
+    panels = (
+        PlotPanel(
+            "retrieval.png",
+            "validation retrieval per head: mAP (solid), rank-1 (dashed)",
+            "%",
+            ("val/mAP/", "val/rank1/"),
+            ("val mAP", "val rank-1"),
+            "mAP/main",
+        ),
+    )
 
     def supervision(self, loss: Any, heads: str) -> list[tuple[str, dict[str, Any]]]:
         """BoT's supervision of ``heads``: identity cross-entropy + batch-hard triplet (+ center loss)."""

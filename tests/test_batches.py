@@ -90,11 +90,13 @@ def test_identity_batches_hold_p_distinct_identities_of_k_images_whatever_the_pr
 
 def test_identity_carving_holds_out_whole_identities():
     source = _source(60, 6)
-    train, val = dhm.data.carve_validation("identity", source, 2, seed=1)
+    train, val = dhm.data.carve_validation("identity", source, 1 / 3, seed=1)
     assert len(set(val.labels.tolist())) == 2 and not set(val.labels.tolist()) & set(train.labels.tolist())
     assert len(train) + len(val) == 60 and set(val.meta) == {"camera"}
     with pytest.raises(DataError, match="no training identities"):
-        dhm.data.carve_validation("identity", source, 6, seed=1)
+        dhm.data.carve_validation("identity", source, 0.99, seed=1)
+    with pytest.raises(DataError, match=r"data.val_size=2 would hold out 33% of the 6 training identities \(a count"):
+        dhm.data.carve_validation("identity", source, 2, seed=1)
 
 
 class IndexMemory(Term):

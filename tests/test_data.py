@@ -99,7 +99,9 @@ def test_validation_split_is_seeded_and_disjoint():
     train, val = split_validation(bundle.train, 0.2, seed=3)
     train2, val2 = split_validation(bundle.train, 0.2, seed=3)
     assert len(val) == 20 and len(train) == 80 and torch.equal(val.images, val2.images)
-    assert len(split_validation(bundle.train, 30, seed=3)[1]) == 30
+    assert len(split_validation(bundle.train, 25, seed=3)[1]) == 25  # a count: at most a quarter of the split
+    with pytest.raises(DataError, match=r"data.val_size=26 would hold out 26% of the 100 training images \(a count"):
+        split_validation(bundle.train, 26, seed=3)
     assert split_validation(bundle.train, 0, seed=3)[1] is None
     rows = {tuple(x.flatten()[:64].tolist()) for x in torch.cat([train.images, val.images])}
     assert len(rows) == 100  # every image exactly once

@@ -43,7 +43,8 @@ def test_warm_up_epoch_reports_the_learning_rate_it_trained_with(tmp_path):
 
 def test_config_dump_shows_what_applies():
     text = dump_config(load_config("cifar10-jpeg"))
-    assert "val_size: 5000\n" in text and "in_memory: true" in text
+    assert "val_size: 0.1\n" in text and "in_memory: true" in text
+    assert "val_size: 5000\n" in dump_config(load_config("mnist"))  # a count stays a count
     for key in ("train_size:", "test_size:", "num_classes:", "download:", "verify_md5:"):
         assert f"  {key}" not in text.split("optim:")[0].split("data:")[1], key
     assert "train_size: 1024" in dump_config(load_config("smoke"))

@@ -133,7 +133,7 @@ LAYERS = {  # package -> the dhm packages it may import (docs/architecture.md)
         "steps",
     },
 }
-BASE = {"errors", "registry", "version", "dynamic", "files", "memory", "options", "precision", "gather"}
+BASE = {"errors", "registry", "version", "dynamic", "files", "memory", "options", "precision", "gather", "cpus"}
 TOP = {
     "bench",
     "compare",

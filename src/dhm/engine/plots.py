@@ -15,7 +15,6 @@ from ..tasks import PlotPanel
 
 STYLES = ("-", "--", ":", "-.")
 COMBINED = ("ensemble", "concat")  # the heads together: drawn in black
-NOT_LOSSES = ("acc1", "kl_weight")  # train/* keys that are not loss terms
 
 
 def _head_order(name: str) -> tuple[int, int, str]:
@@ -49,10 +48,12 @@ def _split(key: str, prefixes: Sequence[str]) -> tuple[int, str] | None:
     return None
 
 
-def _loss_terms(keys: Sequence[str]) -> list[str]:
-    """The per-head loss terms logged (``train/<term>/<head>``): ce, triplet, center, ..."""
+def _loss_terms(keys: Sequence[str], panels: Sequence[PlotPanel]) -> list[str]:
+    """The per-head loss terms logged (``train/<term>/<head>``: ce, triplet, center, ...): every per-head training
+    series that no task panel draws as a metric, but the mimicking pairs (their own panel)."""
+    metrics = {p.split("/")[1] for panel in panels for p in panel.prefixes if p.startswith("train/")}
     terms = {k.split("/")[1] for k in keys if k.startswith("train/") and k.count("/") == 2 and "->" not in k}
-    return sorted(t for t in terms if t not in NOT_LOSSES and t != "kl")
+    return sorted(terms - metrics - {"kl"})
 
 
 def plot_history(
@@ -73,7 +74,7 @@ def plot_history(
 
     epochs = [r["epoch"] for r in history]
     keys = sorted({k for r in history for k in r})
-    terms = _loss_terms(keys)
+    terms = _loss_terms(keys, panels)
     heads = [
         k.split("/")[2] for k in keys if k.count("/") == 2 and "->" not in k and k.split("/")[0] in ("train", "val")
     ]

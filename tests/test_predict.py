@@ -94,3 +94,19 @@ def test_onnx_export_is_one_file_and_one_line(run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == str(out) and captured.err == ""
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]  # no separate .onnx.data file
+    # its input is the normalised image (README): ONNX's reference runtime on (pixels / 255 - mean) / std gives the
+    # deployed model's logits
+    import json
+
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    proto = onnx.load(str(out))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["dhm_meta"])
+    deployed = load_deployed(files["deploy.pt"])
+    pixels = torch.randint(0, 256, (2, *meta["input_size"])).float()
+    images = (pixels / 255 - torch.tensor(meta["mean"]).view(1, -1, 1, 1)) / torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = deployed.model.eval()(images)
+    got = ReferenceEvaluator(proto).run(None, {"images": images.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)

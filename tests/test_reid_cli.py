@@ -58,23 +58,51 @@ def test_flip_and_rerank_change_the_evaluation_of_the_same_model(run):
 
 def test_embed_writes_the_models_own_normalised_embeddings(run, tmp_path, capsys):
     pytest.importorskip("safetensors")
-    from safetensors import safe_open
+    from dhm.gallery import GalleryIndex
 
     folder = PKU / "train" / "001"
     target = tmp_path / "feats.safetensors"
-    assert main(["embed", str(run / "deploy.pt"), str(folder), "-o", str(target)]) == 0
+    argv = ["embed", str(run / "deploy.pt"), str(folder), "-o", str(target), "--dtype", "float32", "--batch", "5"]
+    assert main(argv) == 0  # 16 images in batches of 5: streamed
     assert "16 embeddings of 32 values" in capsys.readouterr().out
-    with safe_open(str(target), framework="pt") as f:
-        feats, files = f.get_tensor("embeddings"), json.loads(f.metadata()["files"])
-    assert feats.shape == (16, 32) and [p.split("/")[-1] for p in files][:2] == ["01_1.png", "01_2.png"]
+    index = GalleryIndex.load(target)
+    assert index.embeddings.shape == (16, 32) and [p.split("/")[-1] for p in index.paths][:2] == [
+        "01_1.png",
+        "01_2.png",
+    ]
     deployed = load_deployed(run / "deploy.pt")
     _, images = load_images([folder], deployed.input_size)
     x = (images.float() / 255 - torch.tensor(deployed.mean).view(1, 3, 1, 1)) / torch.tensor(deployed.std).view(
         1, 3, 1, 1
     )
     with torch.no_grad():
-        torch.testing.assert_close(feats, F.normalize(deployed.model(x), dim=1), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(index.embeddings, F.normalize(deployed.model(x), dim=1), atol=1e-5, rtol=1e-4)
     assert main(["embed", str(run / "deploy.pt"), str(folder), "-o", str(tmp_path / "f.txt")]) == 2
+
+
+def test_a_gallery_embedded_once_is_searched_as_the_folder_and_updated(run, tmp_path, capsys):
+    """dhm search on the index ranks as on the folder (no embedding of the gallery); --append adds what is new; an
+    index made with other settings is refused in one line; --json for scripts."""
+    gallery, extra = PKU / "val" / "all_imgs" / "004", PKU / "val" / "all_imgs" / "012"
+    query = gallery / "01_1.png"
+    index = tmp_path / "gallery.safetensors"
+    assert main(["embed", str(run / "best.pt"), str(gallery), "-o", str(index), "--dtype", "float32"]) == 0
+    capsys.readouterr()
+    base = ["search", str(run / "best.pt"), str(query), "--top-k", "4"]
+    assert main([*base, "--gallery", str(gallery)]) == 0
+    by_folder = capsys.readouterr().out
+    assert main([*base, "--gallery", str(index)]) == 0
+    assert capsys.readouterr().out == by_folder.replace(str(gallery), str(gallery.resolve()))
+    assert main(["embed", str(run / "best.pt"), str(gallery), str(extra), "-o", str(index), "--append"]) == 0
+    added = len(list(extra.iterdir()))
+    assert f"({added:,} added, {len(list(gallery.iterdir())):,} already in it)" in capsys.readouterr().out
+    assert main([*base, "--gallery", str(index), "--flip"]) == 2
+    err = capsys.readouterr().err
+    assert "flip True against False" in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--gallery", str(index), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["query"] == str(query) and len(rows[0]["matches"]) == 4
+    assert all(m["path"] != str(query.resolve()) for m in rows[0]["matches"])
 
 
 def test_an_output_that_names_an_input_is_refused_and_the_input_kept(run, tmp_path, capsys):
@@ -107,7 +135,7 @@ def test_search_ranks_the_gallery_for_each_query(run, capsys):
 def test_a_classifier_is_refused_by_embed(tmp_path, capsys):
     assert main(["train", "smoke", "loss.mode=ce", "train.epochs=1", f"train.out_dir={tmp_path}"]) == 0
     image = PKU / "train" / "001" / "01_1.png"
-    assert main(["embed", str(tmp_path / "deploy.pt"), str(image), "-o", str(tmp_path / "f.pt")]) == 2
+    assert main(["embed", str(tmp_path / "deploy.pt"), str(image), "-o", str(tmp_path / "f.safetensors")]) == 2
     assert "no re-ID neck" in capsys.readouterr().err
 
 

@@ -153,7 +153,7 @@ def _package(module: str) -> str:
     first = module.split(".")[0]
     if first in BASE:
         return "base"
-    if first in ("export", "predict", "embed", "deploy_meta"):
+    if first in ("export", "predict", "gallery", "deploy_meta"):
         return "deployed"
     return "top" if first in TOP else first
 

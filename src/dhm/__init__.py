@@ -21,9 +21,11 @@ from .branches import (
 )
 from .branches.deploy import GatedEnsemble, deployable
 from .data import SAMPLERS, Batch
+from .deployed import load_deployed
 from .engine.checkpoint_eval import evaluate_checkpoint
 from .engine.fit import fit
 from .losses import Objective, mimic_loss
+from .gallery import GalleryIndex, build_index
 from .methods import METHODS, Method, TermSpec
 from .models import create_model, list_models, paper_branches, register_model
 from .official import load_official
@@ -37,6 +39,7 @@ __all__ = [
     "Batch",
     "BranchSpec",
     "DHMModel",
+    "GalleryIndex",
     "GatedEnsemble",
     "HeadOutputs",
     "Method",
@@ -48,11 +51,13 @@ __all__ = [
     "TermSpec",
     "__version__",
     "attach_branches",
+    "build_index",
     "create_model",
     "deployable",
     "evaluate_checkpoint",
     "fit",
     "list_models",
+    "load_deployed",
     "load_official",
     "mimic_loss",
     "paper_branches",

@@ -13,7 +13,6 @@ from .cli_commands import (
     cmd_bench,
     cmd_compare,
     cmd_config,
-    cmd_embed,
     cmd_eval,
     cmd_export,
     cmd_import_official,
@@ -22,10 +21,10 @@ from .cli_commands import (
     cmd_models,
     cmd_predict,
     cmd_recipes,
-    cmd_search,
     cmd_train,
 )
 from .errors import DHMError, Terminated
+from .gallery.cli import add_commands as add_gallery_commands
 from .memory import allocation_message, is_allocation_failure
 from .methods import list_methods
 from .plugins import load_plugins
@@ -94,30 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     p.set_defaults(fn=cmd_predict)
 
-    p = sub.add_parser(
-        "embed",
-        help="embeddings of image files from a trained re-ID model",
-        description="L2-normalised embeddings (the post-BN embedding of the deployed model) of every image (files "
-        "or folders) with CHECKPOINT, written with the image paths to OUTPUT (.safetensors or .pt).",
-    )
-    p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export of a re-ID run")
-    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--output", "-o", required=True, help="output file: .safetensors or .pt")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored image's embedding")
-    p.set_defaults(fn=cmd_embed)
-
-    p = sub.add_parser(
-        "search",
-        help="rank a gallery of images for each query image with a trained re-ID model",
-        description="The top-k gallery images (a folder, searched recursively) nearest to each QUERY image by cosine "
-        "distance of the embeddings, nearest first.",
-    )
-    p.add_argument("checkpoint", help="best.pt, last.pt, deploy.pt or a pt/safetensors export of a re-ID run")
-    p.add_argument("queries", nargs="+", help="query image files or folders")
-    p.add_argument("--gallery", required=True, action="append", help="gallery folder or file (repeatable)")
-    p.add_argument("--top-k", type=int, default=10, help="gallery images shown per query (default 10)")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored image's embedding")
-    p.set_defaults(fn=cmd_search)
+    add_gallery_commands(sub)
 
     p = sub.add_parser("export", help="export the branch-free backbone of a checkpoint")
     p.add_argument("checkpoint", help="a training checkpoint (best.pt, last.pt) or deploy.pt")

@@ -90,30 +90,6 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_embed(ns: argparse.Namespace) -> int:
-    from .embed import embed, save_embeddings
-    from .files import refuse_input_as_output
-    from .predict import load_deployed, load_images
-
-    refuse_input_as_output(ns.output, [ns.checkpoint], "dhm embed")
-    deployed = load_deployed(ns.checkpoint)
-    files, images = load_images(ns.images, deployed.input_size)
-    feats = embed(deployed, images, flip=ns.flip)
-    print(f"{save_embeddings(ns.output, files, feats)}: {len(files)} embeddings of {feats.shape[1]} values")
-    return 0
-
-
-def cmd_search(ns: argparse.Namespace) -> int:
-    from .embed import search
-    from .predict import load_deployed
-
-    for query, matches in search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip):
-        print(f"{query}:")
-        for rank, match in enumerate(matches, 1):
-            print(f"  {rank:>3}. {max(0.0, match.distance):.4f}  {match.path}")  # cosine distance >= 0 (not -0.0000)
-    return 0
-
-
 def cmd_export(ns: argparse.Namespace) -> int:
     from .export import export
 

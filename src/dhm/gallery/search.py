@@ -1,0 +1,47 @@
+"""``dhm search`` as a function: query images ranked against a gallery index file (embedded once by ``dhm embed``)
+or against image folders embedded on the spot (streamed, as ``dhm embed`` does)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..deployed import Deployed
+from .build import build_index, embed_files, settings_of
+from .images import list_images
+from .index import GalleryIndex, Match
+
+
+def is_index(gallery: Sequence[str | Path]) -> bool:
+    """Whether ``gallery`` names one index file (a ``.safetensors`` file) rather than images."""
+    return len(gallery) == 1 and Path(gallery[0]).suffix == ".safetensors" and Path(gallery[0]).is_file()
+
+
+def open_gallery(deployed: Deployed, gallery: Sequence[str | Path], flip: bool = False) -> GalleryIndex:
+    """The gallery as an index: an index file, loaded and checked against ``deployed`` and ``flip`` (another
+    model's or other settings' index is refused in one line), or images embedded now."""
+    if is_index(gallery):
+        index = GalleryIndex.load(gallery[0])
+        index.check(settings_of(deployed, flip))
+        return index
+    return build_index(deployed, gallery, flip=flip, dtype="float32")
+
+
+def search(
+    deployed: Deployed,
+    gallery: Sequence[str | Path],
+    queries: Sequence[str | Path],
+    top_k: int = 10,
+    flip: bool = False,
+) -> list[tuple[Path, list[Match]]]:
+    """For every query image, the ``top_k`` nearest gallery images (an index file, or folders searched
+    recursively), nearest first; a query file that is also in the gallery is not its own match.
+
+    Example:
+        >>> for query, matches in search(deployed, ["gallery.safetensors"], ["me.jpg"], top_k=5):
+        ...     print(query, [(Path(m.path).name, round(m.distance, 3)) for m in matches])
+    """
+    index = open_gallery(deployed, gallery, flip)
+    files = list_images(queries)
+    feats = embed_files(deployed, files, flip=flip)
+    return list(zip(files, index.search(feats, top_k, query_paths=files)))

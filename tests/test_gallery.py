@@ -72,3 +72,51 @@ def test_a_file_that_is_not_an_index_is_refused(tmp_path):
 def test_market_style_names_carry_identity_and_camera():
     ids, cams = names_of([Path("0002_c1s1_000451_03.jpg"), Path("-1_c3s2_000001_00.jpg"), Path("01_2.png")])
     assert ids.tolist() == [2, -1, -1] and cams.tolist() == [1, 3, -1]
+
+
+def _clusters(n: int, dim: int = 32, ids: int = 40, seed: int = 0) -> torch.Tensor:
+    """Identity-structured embeddings: every identity a random centre, every image its centre plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(ids, dim, generator=g), dim=1)
+    return F.normalize(
+        centres[torch.randint(0, ids, (n,), generator=g)] + 0.3 * torch.randn(n, dim, generator=g), dim=1
+    )
+
+
+def test_faiss_exact_ranks_as_torch():
+    pytest.importorskip("faiss", reason="the faiss extra (faiss-cpu) is not installed")
+    index = GalleryIndex(_clusters(500), [f"/g/{i}.jpg" for i in range(500)], SETTINGS)
+    queries = _clusters(30, seed=1)
+    by_torch = index.search(queries, 8, searcher=index.searcher("torch"))
+    by_faiss = index.search(queries, 8, searcher=index.searcher("faiss"))
+    assert [[m.path for m in r] for r in by_torch] == [[m.path for m in r] for r in by_faiss]
+    got = torch.tensor([[m.distance for m in r] for r in by_faiss])
+    torch.testing.assert_close(got, torch.tensor([[m.distance for m in r] for r in by_torch]), atol=1e-5, rtol=0)
+    own = index.search(index.embeddings[:3], 2, query_paths=index.paths[:3], searcher=index.searcher("faiss"))
+    assert all(index.paths[i] not in [m.path for m in row] and len(row) == 2 for i, row in enumerate(own))
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_the_approximate_index_finds_what_exact_search_finds(monkeypatch, tmp_path, ivf):
+    """HNSW (small galleries) and the IVF-SQ8 index (large ones; the threshold lowered here) against exact search:
+    recall@10 on identity-structured embeddings, and the index written beside the gallery reads back."""
+    pytest.importorskip("faiss", reason="the faiss extra (faiss-cpu) is not installed")
+    from dhm.gallery import backends
+    from dhm.gallery.search import open_searcher, write_approximate
+
+    if ivf:
+        monkeypatch.setattr(backends, "IVF_FROM", 1000)
+    index = GalleryIndex(_clusters(4000), [f"/g/{i}.jpg" for i in range(4000)], SETTINGS)
+    queries = _clusters(100, seed=2)
+    exact = index.search(queries, 10, searcher=index.searcher("torch"))
+    side = write_approximate(index, tmp_path / "gallery.safetensors")
+    approx = open_searcher(index, tmp_path / "gallery.safetensors", approximate=True)
+    assert side.is_file() and approx.kind == ("ivf" if ivf else "hnsw") and not approx.exact
+    if ivf:  # 4,000 images make 252 short lists: probe a quarter of them (a million images probe 32 of 4,000)
+        approx.index.nprobe = 64
+    found = index.search(queries, 10, searcher=approx)
+    recall = sum(len({m.path for m in a} & {m.path for m in e}) for a, e in zip(found, exact)) / (10 * len(queries))
+    assert recall >= 0.9, recall
+    small = GalleryIndex(index.embeddings[:10], index.paths[:10], SETTINGS)
+    with pytest.raises(DHMError, match="holds 4,000 images and the index 10"):
+        open_searcher(small, tmp_path / "gallery.safetensors", approximate=True)

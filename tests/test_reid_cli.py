@@ -147,3 +147,15 @@ def test_onnx_export_outputs_the_embedding_with_its_normalisation(run, tmp_path)
     assert [o.name for o in proto.graph.output] == ["embedding"]
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["dhm_meta"])
     assert meta["input_size"] == [3, 64, 24] and len(meta["mean"]) == 3 and meta["output"] == "embedding"
+
+
+def test_approximate_search_reads_the_faiss_index_written_beside_the_gallery(run, tmp_path, capsys):
+    pytest.importorskip("faiss", reason="the faiss extra (faiss-cpu) is not installed")
+    gallery, index = PKU / "val" / "all_imgs", tmp_path / "gallery.safetensors"
+    assert main(["embed", str(run / "best.pt"), str(gallery), "-o", str(index), "--approximate"]) == 0
+    assert f"{tmp_path / 'gallery.faiss'}: the approximate index of" in capsys.readouterr().out
+    base = ["search", str(run / "best.pt"), str(gallery / "004" / "01_1.png"), "--gallery", str(index), "--top-k", "5"]
+    assert main(base) == 0
+    exact = capsys.readouterr().out
+    assert main([*base, "--approximate"]) == 0
+    assert capsys.readouterr().out == exact  # HNSW on a small gallery finds the exact neighbours

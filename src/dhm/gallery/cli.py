@@ -31,6 +31,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--append", action="store_true", help="add the images not yet in the existing OUTPUT index")
     p.add_argument("--batch", type=int, default=256, help="images decoded and embedded at a time (default 256)")
+    p.add_argument(
+        "--approximate",
+        action="store_true",
+        help="also build the approximate FAISS index (OUTPUT with suffix .faiss) for dhm search --approximate",
+    )
     p.set_defaults(fn=cmd_embed)
 
     p = sub.add_parser(
@@ -46,6 +51,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=10, help="gallery images shown per query (default 10)")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image's embedding")
     p.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
+    p.add_argument(
+        "--approximate",
+        action="store_true",
+        help="approximate search (FAISS; the .faiss file dhm embed --approximate wrote, else built now)",
+    )
     p.set_defaults(fn=cmd_search)
 
 
@@ -55,6 +65,7 @@ def cmd_embed(ns: argparse.Namespace) -> int:
     from .build import build_index, settings_of
     from .images import list_images
     from .index import GalleryIndex
+    from .search import sidecar, write_approximate
 
     out = Path(ns.output)
     files = list_images(ns.images)
@@ -80,6 +91,8 @@ def cmd_embed(ns: argparse.Namespace) -> int:
     index.save(out)
     note = f" ({added:,} added, {skipped:,} already in it)" if ns.append else ""
     print(f"{out}: {len(index):,} embeddings of {index.embeddings.shape[1]} values{note}")
+    if ns.approximate or sidecar(out).is_file():  # an approximate index is kept in step with its index
+        print(f"{write_approximate(index, out)}: the approximate index of {len(index):,} images")
     return 0
 
 
@@ -89,7 +102,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
 
     if ns.top_k < 1:
         raise DHMError(f"--top-k must be >= 1, got {ns.top_k}")
-    results = search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip)
+    results = search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip, ns.approximate)
     if ns.json:
         rows = [{"query": str(q), "matches": [m.__dict__ for m in matches]} for q, matches in results]
         print(json.dumps(rows, indent=1))

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DHMError
 from ..files import write_via_temp
-from ..retrieval.distance import query_blocks
+from .backends import SEARCHERS, Searcher, exact_backend
 
 FORMAT = "dhm-gallery-index/1"
 
@@ -153,38 +153,41 @@ class GalleryIndex:
             raise DHMError(f"{what} are embedded with {'; '.join(diff)} than this gallery index: embed both alike")
 
     # ----- search ----------------------------------------------------------------------------------------------
+    def searcher(self, backend: str = "exact") -> Searcher:
+        """A search backend over this index (:data:`dhm.gallery.backends.SEARCHERS`; ``exact``: FAISS's flat index
+        where FAISS is installed, else torch). Build it once and pass it to :meth:`search` for many searches."""
+        return SEARCHERS.get(exact_backend() if backend == "exact" else backend)(self.embeddings.float())
+
     def search(
-        self, queries: torch.Tensor, top_k: int = 10, query_paths: Sequence[str | Path] | None = None
+        self,
+        queries: torch.Tensor,
+        top_k: int = 10,
+        query_paths: Sequence[str | Path] | None = None,
+        searcher: Searcher | None = None,
     ) -> list[list[Match]]:
         """The ``top_k`` nearest gallery images of each query embedding (cosine distance ``1 - cos``, as
-        :func:`dhm.retrieval.distance` ranks), nearest first, exactly, in query blocks of bounded memory. A query
-        whose path (resolved) is in the gallery does not match that image."""
-        gallery = self.embeddings.float()
+        :func:`dhm.retrieval.distance` ranks), nearest first; exact unless ``searcher`` is an approximate backend.
+        A query whose path (resolved) is in the gallery does not match that image (one more neighbour is asked
+        for and its own image dropped, for all queries at once)."""
+        searcher = searcher or self.searcher()
         k = max(1, min(top_k, len(self)))
-        own = self._own_columns(query_paths) if query_paths is not None else None
-        results: list[list[Match]] = []
-        for block in query_blocks(len(queries), len(self)):
-            dist = 1.0 - queries[block].float() @ gallery.T
-            if own is not None:
-                rows, cols = own
-                keep = (rows >= block.start) & (rows < block.stop)
-                dist[rows[keep] - block.start, cols[keep]] = float("inf")
-            values, index = dist.topk(k, dim=1, largest=False)
-            for vals, idx in zip(values.tolist(), index.tolist()):
-                results.append(
-                    [
-                        Match(self.paths[i], max(0.0, v), int(self.ids[i]), int(self.cameras[i]))
-                        for v, i in zip(vals, idx)
-                        if v != float("inf")
-                    ]
-                )
-        return results
+        own = self._own_columns(query_paths, len(queries)) if query_paths is not None else None
+        extra = 1 if own is not None and bool((own >= 0).any()) else 0
+        dist, cols = searcher.search(queries, min(k + extra, len(self)))
+        if extra:
+            dist = dist.masked_fill(cols == own[:, None], float("inf"))
+            dist, order = dist.sort(dim=1, stable=True)
+            cols = cols.gather(1, order)
+        dist, cols = dist[:, :k].tolist(), cols[:, :k].tolist()
+        ids, cams = self.ids.tolist(), self.cameras.tolist()
+        return [
+            [Match(self.paths[i], max(0.0, v), ids[i], cams[i]) for v, i in zip(row_d, row_c) if v != float("inf")]
+            for row_d, row_c in zip(dist, cols)
+        ]
 
-    def _own_columns(self, query_paths: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query rows, gallery columns) of the pairs that are the same file."""
+    def _own_columns(self, query_paths: Sequence[str | Path], queries: int) -> torch.Tensor:
+        """For each query, the gallery column of the same file (-1: none)."""
+        if len(query_paths) != queries:
+            raise DHMError(f"{len(query_paths)} query paths for {queries} query embeddings")
         where = {p: i for i, p in enumerate(self.paths)}  # the index keeps resolved paths
-        pairs = [(r, where[key]) for r, p in enumerate(query_paths) if (key := str(Path(p).resolve())) in where]
-        if not pairs:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
-        rows, cols = zip(*pairs)
-        return torch.tensor(rows), torch.tensor(cols)
+        return torch.tensor([where.get(str(Path(p).resolve()), -1) for p in query_paths], dtype=torch.int64)

@@ -7,9 +7,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..deployed import Deployed
+from ..errors import DHMError
+from .backends import FaissApproxSearcher, Searcher
 from .build import build_index, embed_files, settings_of
 from .images import list_images
 from .index import GalleryIndex, Match
+
+
+def sidecar(index_path: str | Path) -> Path:
+    """Where the approximate (FAISS) index of a gallery index file is kept: beside it, suffix ``.faiss``."""
+    return Path(index_path).with_suffix(".faiss")
+
+
+def write_approximate(index: GalleryIndex, index_path: str | Path) -> Path:
+    """Build the approximate index of ``index`` and write it beside ``index_path``; returns its path."""
+    path = sidecar(index_path)
+    FaissApproxSearcher(index.embeddings).save(path)
+    return path
+
+
+def open_searcher(index: GalleryIndex, index_path: str | Path | None, approximate: bool) -> Searcher:
+    """The exact searcher, or the approximate one: read from beside ``index_path`` when ``dhm embed
+    --approximate`` wrote it (one of another size is refused as stale), else built now."""
+    if not approximate:
+        return index.searcher()
+    path = sidecar(index_path) if index_path is not None else None
+    if path is not None and path.is_file():
+        searcher = FaissApproxSearcher.load(index.embeddings, path)
+        if searcher.index.ntotal != len(index):
+            raise DHMError(
+                f"{path} holds {searcher.index.ntotal:,} images and the index {len(index):,}: write it again with "
+                "dhm embed ... --approximate"
+            )
+        return searcher
+    return index.searcher("faiss-approx")
 
 
 def is_index(gallery: Sequence[str | Path]) -> bool:
@@ -33,15 +64,18 @@ def search(
     queries: Sequence[str | Path],
     top_k: int = 10,
     flip: bool = False,
+    approximate: bool = False,
 ) -> list[tuple[Path, list[Match]]]:
     """For every query image, the ``top_k`` nearest gallery images (an index file, or folders searched
-    recursively), nearest first; a query file that is also in the gallery is not its own match.
+    recursively), nearest first; a query file that is also in the gallery is not its own match. ``approximate``
+    searches the FAISS index that ``dhm embed --approximate`` wrote beside the index file (built now if absent).
 
     Example:
         >>> for query, matches in search(deployed, ["gallery.safetensors"], ["me.jpg"], top_k=5):
         ...     print(query, [(Path(m.path).name, round(m.distance, 3)) for m in matches])
     """
     index = open_gallery(deployed, gallery, flip)
+    searcher = open_searcher(index, gallery[0] if is_index(gallery) else None, approximate)
     files = list_images(queries)
     feats = embed_files(deployed, files, flip=flip)
-    return list(zip(files, index.search(feats, top_k, query_paths=files)))
+    return list(zip(files, index.search(feats, top_k, query_paths=files, searcher=searcher)))

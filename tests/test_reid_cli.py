@@ -159,3 +159,25 @@ def test_approximate_search_reads_the_faiss_index_written_beside_the_gallery(run
     exact = capsys.readouterr().out
     assert main([*base, "--approximate"]) == 0
     assert capsys.readouterr().out == exact  # HNSW on a small gallery finds the exact neighbours
+
+
+def test_search_draws_each_query_with_its_ranked_gallery(run, tmp_path, capsys):
+    """--show: one strip per query; a match of the query's identity (its numbered folder) framed green, another red."""
+    from PIL import Image
+
+    from dhm.gallery.show import BORDER, CELL_H, GAP, GREEN, LABEL, RED
+
+    gallery = PKU / "val" / "all_imgs"
+    queries = [gallery / "004" / "01_1.png", gallery / "012" / "01_1.png"]
+    png = tmp_path / "ranks.png"
+    argv = ["search", str(run / "best.pt"), *map(str, queries), "--gallery", str(gallery), "--top-k", "6"]
+    assert main([*argv, "--json", "--show", str(png)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    sheet = Image.open(png).convert("RGB")
+    width = round(CELL_H * 24 / 64)  # the model's 64x24 input
+    assert sheet.size == (7 * width + 6 * 2 + GAP, 2 * (CELL_H + LABEL + GAP))
+    for r, row in enumerate(rows):
+        qid = int(queries[r].parent.name)
+        for k, match in enumerate(row["matches"]):
+            frame = sheet.getpixel((width + GAP + k * (width + 2) + BORDER // 2, r * (CELL_H + LABEL + GAP) + 1))
+            assert frame == (GREEN if match["id"] == qid else RED), (r, k, match)

@@ -43,11 +43,13 @@ def settings_of(deployed: Deployed, flip: bool) -> Settings:
 
 
 def names_of(files: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Identities and cameras of Market-style names (``0002_c1s1_000451_03.jpg``: id 2, camera 1), -1 elsewhere."""
+    """Identities and cameras of Market-style names (``0002_c1s1_000451_03.jpg``: id 2, camera 1); else the
+    identity of a numbered identity folder (``gallery/0042/any.png``: id 42, camera unknown); -1 where unknown."""
     ids, cams = [], []
     for path in files:
         found = MARKET_NAME.match(path.name)
-        ids.append(int(found.group(1)) if found else -1)
+        folder = int(path.parent.name) if path.parent.name.isdigit() else -1
+        ids.append(int(found.group(1)) if found else folder)
         cams.append(int(found.group(2)) if found else -1)
     return torch.tensor(ids, dtype=torch.int64), torch.tensor(cams, dtype=torch.int64)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import DHMError
@@ -56,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="approximate search (FAISS; the .faiss file dhm embed --approximate wrote, else built now)",
     )
+    p.add_argument("--show", metavar="PNG", help="also draw each query and its ranked gallery images into PNG")
     p.set_defaults(fn=cmd_search)
 
 
@@ -98,11 +100,20 @@ def cmd_embed(ns: argparse.Namespace) -> int:
 
 def cmd_search(ns: argparse.Namespace) -> int:
     from ..deployed import load_deployed
+    from .build import names_of
     from .search import search
+    from .show import draw_ranks
 
     if ns.top_k < 1:
         raise DHMError(f"--top-k must be >= 1, got {ns.top_k}")
-    results = search(load_deployed(ns.checkpoint), ns.gallery, ns.queries, ns.top_k, ns.flip, ns.approximate)
+    deployed = load_deployed(ns.checkpoint)
+    results = search(deployed, ns.gallery, ns.queries, ns.top_k, ns.flip, ns.approximate)
+    if ns.show:
+        _, height, width = deployed.input_size
+        ids = names_of([q for q, _ in results])[0].tolist()
+        print(
+            f"{draw_ranks(results, ns.show, ids, aspect=width / height)}: {len(results)} queries drawn", file=sys.stderr
+        )
     if ns.json:
         rows = [{"query": str(q), "matches": [m.__dict__ for m in matches]} for q, matches in results]
         print(json.dumps(rows, indent=1))

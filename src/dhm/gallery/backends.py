@@ -33,6 +33,12 @@ def has_faiss() -> bool:
     return importlib.util.find_spec("faiss") is not None
 
 
+def _add(index, gallery: torch.Tensor, chunk: int = 65536) -> None:
+    """Add ``gallery`` to a FAISS index in float32 chunks (never a float32 copy of the whole gallery)."""
+    for start in range(0, len(gallery), chunk):
+        index.add(gallery[start : start + chunk].float().contiguous().numpy())
+
+
 def _faiss():
     try:
         import faiss
@@ -63,7 +69,7 @@ class TorchSearcher(Searcher):
 
     def __init__(self, gallery: torch.Tensor) -> None:
         super().__init__(gallery)
-        self.gallery = gallery.float()
+        self.gallery = gallery.float()  # float32: the products of a float16 gallery are slow on CPUs
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, columns = [], []
@@ -83,7 +89,7 @@ class FaissExactSearcher(Searcher):
         super().__init__(gallery)
         faiss = _faiss()
         self.index = faiss.IndexFlatIP(gallery.shape[1])
-        self.index.add(gallery.float().contiguous().numpy())
+        _add(self.index, gallery)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         sims, columns = self.index.search(queries.float().contiguous().numpy(), k)
@@ -100,26 +106,26 @@ class FaissApproxSearcher(Searcher):
         super().__init__(gallery)
         faiss = _faiss()
         if index is None:
-            index = self.build(gallery.float().contiguous().numpy(), faiss)
+            index = self.build(gallery, faiss)
         self.index = index
         self.kind = "ivf" if hasattr(index, "nprobe") else "hnsw"
 
     @staticmethod
-    def build(data, faiss):
-        n, dim = data.shape
+    def build(gallery: torch.Tensor, faiss):
+        n, dim = gallery.shape
         if n < IVF_FROM:
             index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
             index.hnsw.efSearch = 128
-            index.add(data)
+            _add(index, gallery)
             return index
         lists = int(4 * math.sqrt(n))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)  # fmt: skip
-        sample = data[torch.randperm(n, generator=torch.Generator().manual_seed(0))[: 64 * lists].sort().values]
-        index.train(sample)
-        index.add(data)
+        sample = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: 64 * lists].sort().values
+        index.train(gallery[sample].float().contiguous().numpy())
+        _add(index, gallery)
         index.nprobe = 32
         return index
 

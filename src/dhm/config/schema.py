@@ -99,7 +99,7 @@ class TrainConfig:
     limit_batches: int = 0  # stop each training epoch after this many steps (0 = all); for smoke runs
     threads: int | str = "auto"  # torch CPU threads: auto (the idle cores, measured at start) | N | 0 (torch's default)
     task: str = "classification"  # what is trained and measured (dhm.TASKS): classification
-    select: str = ""  # the validation metric that picks best.pt, e.g. loss ("" = the task's primary metric)
+    select: str = ""  # what picks best.pt: a validation metric (e.g. loss) | last (the last epoch) | "" (the task's)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from torch import nn
 from ..branches import unwrap
 from ..branches.deploy import deployable
 from ..deployed import deploy_payload
+from ..tasks import LAST
 from ..version import __version__
 from . import dist as D
 from .checkpoint import FORMAT, load_file, load_state, save_atomic
@@ -75,7 +76,7 @@ def finish_run(
             "versions": {"dhm": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "config": config,
             "task": task.name,
-            "select": f"{task.select_split}/{select}",
+            "select": "last epoch" if select == LAST else f"{task.select_split}/{select}",
         }
     )
     if dist.is_main:

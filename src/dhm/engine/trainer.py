@@ -16,7 +16,7 @@ from ..branches import unwrap
 from ..config import Config, dump_config, to_dict
 from ..errors import ConfigError, Terminated
 from ..steps import STEPS, EagerStep, make_step
-from ..tasks import select_metric
+from ..tasks import LAST, select_metric
 from . import dist as D
 from .checkpoint import FORMAT, RESUME_NEEDS, check_compatible, check_same_classes, load_file, save_atomic
 from .compiling import auto_compile, wrap_model
@@ -246,10 +246,10 @@ class Trainer:
         s.epoch, s.wall_time = epoch + 1, s.wall_time + record["time_s"]
         s.history.append(record)
         key = f"{self.task.select_split}/{self.select}"
-        if key in record:
+        if key in record and self.select != LAST:
             score = record[key] if self.task.higher_is_better(self.select) else -record[key]
         else:
-            score = float(epoch)  # no validation split: the last epoch is the best
+            score = float(epoch)  # train.select=last, or no validation split: the last epoch is the best
         improved = score >= s.best_val  # on ties the later epoch (lower lr) wins
         if improved:
             s.best_val, s.best_epoch = score, epoch + 1

@@ -2,8 +2,18 @@
 ``TASKS`` holds them by name; ``classification`` (per-head top-1, ensemble, agreement, cross-entropy) is the
 default (``train.task``); ``retrieval`` ranks embeddings (re-ID: rank-k, mAP, mINP)."""
 
-from .base import TASKS, EvalContext, PlotPanel, Task, get_task, select_metric
+from .base import LAST, TASKS, EvalContext, PlotPanel, Task, get_task, select_metric
 from .classification import Classification
 from .retrieval import Retrieval
 
-__all__ = ["TASKS", "Classification", "EvalContext", "PlotPanel", "Retrieval", "Task", "get_task", "select_metric"]
+__all__ = [
+    "LAST",
+    "TASKS",
+    "Classification",
+    "EvalContext",
+    "PlotPanel",
+    "Retrieval",
+    "Task",
+    "get_task",
+    "select_metric",
+]

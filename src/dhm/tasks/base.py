@@ -55,7 +55,9 @@ class Task:
 
     Attributes:
         name: the registry name (``train.task``).
-        primary: the metric of an evaluated split that selects best.pt by default (``train.select``).
+        primary: the task's main metric of an evaluated split (what tables report).
+        default_select: what picks best.pt where ``train.select`` is not given: ``""`` the best epoch by
+            ``primary`` on the selection split, ``last`` the last epoch (:data:`LAST`).
         minimize: metrics where lower is better (every other metric: higher is better).
         select_split: the split evaluated after every epoch, on which the checkpoint is chosen.
         report_splits: the splits evaluated at the end, for the last and the chosen checkpoint.
@@ -67,6 +69,7 @@ class Task:
 
     name = "task"
     primary = "loss"
+    default_select = ""
     minimize: frozenset[str] = frozenset({"loss"})
     select_split = "val"
     report_splits: tuple[str, ...] = ("test",)
@@ -175,10 +178,17 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
+#: ``train.select=last``: best.pt is the last epoch (the validation split is still evaluated, for the record)
+LAST = "last"
+
+
 def select_metric(task: Task, select: str, heads: Sequence[str] = ("main",)) -> str:
-    """The metric of the selection split that picks best.pt: ``train.select``, default the task's primary; a
-    metric the task never reports for these heads is refused (never a silent "the last epoch is best")."""
-    metric = select or task.primary
+    """The metric of the selection split that picks best.pt (or :data:`LAST`): ``train.select``, default the
+    task's ``default_select`` or its primary metric; a metric the task never reports for these heads is refused
+    (never a silent "the last epoch is best")."""
+    metric = select or task.default_select or task.primary
+    if metric == LAST:
+        return LAST
     known = task.reported(heads)
     if select and known is not None and metric not in known:
         close = difflib.get_close_matches(metric, sorted(known), n=1)

@@ -137,6 +137,8 @@ def test_a_classifier_is_refused_by_embed(tmp_path, capsys):
     image = PKU / "train" / "001" / "01_1.png"
     assert main(["embed", str(tmp_path / "deploy.pt"), str(image), "-o", str(tmp_path / "f.safetensors")]) == 2
     assert "no re-ID neck" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "best.pt"), "--rank-images", str(tmp_path / "ranks")]) == 2
+    assert "--rank-images: the classification task has no such evaluation option" in capsys.readouterr().err
 
 
 def test_onnx_export_outputs_the_embedding_with_its_normalisation(run, tmp_path):
@@ -165,7 +167,7 @@ def test_search_draws_each_query_with_its_ranked_gallery(run, tmp_path, capsys):
     """--show: one strip per query; a match of the query's identity (its numbered folder) framed green, another red."""
     from PIL import Image
 
-    from dhm.gallery.show import BORDER, CELL_H, GAP, GREEN, LABEL, RED
+    from dhm.retrieval.pictures import BORDER, CELL_H, GAP, GREEN, LABEL, RED
 
     gallery = PKU / "val" / "all_imgs"
     queries = [gallery / "004" / "01_1.png", gallery / "012" / "01_1.png"]
@@ -181,3 +183,15 @@ def test_search_draws_each_query_with_its_ranked_gallery(run, tmp_path, capsys):
         for k, match in enumerate(row["matches"]):
             frame = sheet.getpixel((width + GAP + k * (width + 2) + BORDER // 2, r * (CELL_H + LABEL + GAP) + 1))
             assert frame == (GREEN if match["id"] == qid else RED), (r, k, match)
+
+
+def test_eval_draws_the_worst_and_a_sample_of_queries(run, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "ranks"
+    assert main(["eval", str(run / "best.pt"), "--rank-images", str(out)]) == 0
+    assert "ranked queries drawn" in capsys.readouterr().out
+    for split in ("val", "test"):
+        for name in ("worst", "sample"):
+            size = Image.open(out / split / f"{name}.png").size
+            assert size[0] > 10 * 40 and size[1] >= 2 * 128, (split, name, size)

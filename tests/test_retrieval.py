@@ -155,3 +155,19 @@ def test_any_float_dtype_layout_and_numpy_input_is_evaluated_as_torchreid_would(
         rounded = d64.to(low)
         cmc, mean_ap, _, _ = numpy_loop(rounded.double().numpy(), *ids)  # ties as the rounded values tie
         assert evaluate(rounded, *ids)["mAP"] == pytest.approx(mean_ap, abs=1e-12)
+
+
+def test_per_query_average_precisions_average_to_the_map():
+    """dhm.retrieval.average_precisions: each query's AP by the evaluator's own ranks (what --rank-images sorts)."""
+    from dhm.retrieval import average_precisions
+
+    g = torch.Generator().manual_seed(5)
+    dist = torch.rand(30, 80, generator=g)
+    q_pids, g_pids = torch.randint(0, 12, (30,), generator=g), torch.randint(0, 12, (80,), generator=g)
+    q_cams, g_cams = torch.randint(0, 3, (30,), generator=g), torch.randint(0, 3, (80,), generator=g)
+    ap = average_precisions(dist, q_pids, g_pids, q_cams, g_cams)
+    valid = ~ap.isnan()
+    assert bool(valid.any())
+    result = evaluate(dist, q_pids, g_pids, q_cams, g_cams)
+    assert float(ap[valid].mean()) == pytest.approx(result["mAP"], abs=1e-12)
+    assert int(valid.sum()) == result["num_valid_queries"]

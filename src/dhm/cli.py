@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", action="store_true", help="every head and their ensemble, not only the main head")
     p.add_argument("--flip", action="store_true", help="re-ID: average each embedding with its mirrored image's")
     p.add_argument("--rerank", action="store_true", help="re-ID: k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
+    p.add_argument("--rank-images", metavar="DIR", help="re-ID: draw the worst and a sample of queries' rankings")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... for another data location")
     p.set_defaults(fn=cmd_eval)
 

@@ -68,7 +68,9 @@ def _rank() -> int:
 def cmd_eval(ns: argparse.Namespace) -> int:
     from .engine import evaluate_checkpoint
 
-    options = {k: True for k in ("flip", "rerank") if getattr(ns, k)}
+    options: dict = {k: True for k in ("flip", "rerank") if getattr(ns, k)}
+    if ns.rank_images:
+        options["rank_images"] = ns.rank_images
     report = evaluate_checkpoint(ns.checkpoint, ns.overrides, heads=ns.heads, options=options)
     if ns.heads and report.deployed:
         print(
@@ -77,6 +79,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         )
     for name, result in report.splits.items():
         print(f"{name}: {report.task.describe(result)}")
+    if ns.rank_images:
+        print(f"ranked queries drawn: {ns.rank_images}/<split>/worst.png and sample.png")
     return 0
 
 

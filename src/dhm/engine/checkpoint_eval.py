@@ -82,7 +82,7 @@ def evaluate_checkpoint(
         raise DHMError(f"train.task: {exc}") from None
     unread = sorted(set(options or {}) - set(task.eval_options))
     if unread:
-        flags = " ".join(f"--{o}" for o in unread)
+        flags = " ".join(f"--{o.replace('_', '-')}" for o in unread)
         raise DHMError(f"{flags}: the {task.name} task has no such evaluation option ({path} is a {task.name} run)")
     run_data = build_data(cfg, runtime.dist, runtime.channels_last, task)
     if deployed is not None:  # the plain backbone: the deployed head only
@@ -92,9 +92,21 @@ def evaluate_checkpoint(
         model = build_model(cfg, run_data.num_classes, in_channels).to(runtime.device)
         load_state(model, ckpt["model"], f"checkpoint {path}")
     names = [task.select_split, *task.report_splits]
+
+    def split_options(name: str) -> dict[str, Any] | None:  # pictures go to a folder per split
+        if not options or not options.get("rank_images"):
+            return options
+        return {**options, "rank_images": Path(options["rank_images"]) / name}
+
     splits = {
         name: evaluate(
-            model, run_data.splits[name], runtime.device, runtime.amp, heads=heads, task=task, options=options
+            model,
+            run_data.splits[name],
+            runtime.device,
+            runtime.amp,
+            heads=heads,
+            task=task,
+            options=split_options(name),
         )
         for name in names
         if run_data.splits.get(name) is not None

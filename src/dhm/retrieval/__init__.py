@@ -2,7 +2,7 @@
 k-reciprocal re-ranking."""
 
 from .distance import distance
-from .metrics import evaluate, evaluate_features
+from .metrics import average_precisions, evaluate, evaluate_features
 from .rerank import rerank
 
-__all__ = ["distance", "evaluate", "evaluate_features", "rerank"]
+__all__ = ["average_precisions", "distance", "evaluate", "evaluate_features", "rerank"]

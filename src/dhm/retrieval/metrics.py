@@ -162,6 +162,25 @@ def evaluate(
     return _summarise(*_join(parts), max_rank, len(g_pids))
 
 
+def average_precisions(distmat: Tensor, q_pids: Tensor, g_pids: Tensor, q_camids: Tensor, g_camids: Tensor) -> Tensor:
+    """Each query's AP (float64, in [0, 1]; NaN for a query without a true match), by the ranks :func:`evaluate`
+    computes: its mean over the valid queries is ``evaluate(...)["mAP"]``."""
+    distmat = torch.as_tensor(distmat)
+    if not distmat.is_floating_point() or distmat.dtype in (torch.float16, torch.bfloat16):
+        distmat = distmat.float()
+    low = _check(distmat, q_pids, g_pids, q_camids, g_camids)
+    gallery = Gallery(g_pids, g_camids)
+    parts = []
+    for sl in query_blocks(len(q_pids), len(g_pids), BLOCK):
+        block, nonneg = _float32_order(distmat[sl], low >= 0)
+        parts.append(_block_ranks(block, q_pids[sl], q_camids[sl], gallery, nonneg))
+    ranks, counts = _join(parts)
+    position = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
+    precision = torch.where(ranks > 0, position / ranks.clamp_min(1).double(), torch.zeros_like(position))
+    ap = precision.sum(1) / counts.double().clamp_min(1)
+    return torch.where(counts > 0, ap, torch.full_like(ap, float("nan")))
+
+
 def _float32_order(block: Tensor, nonneg: bool) -> tuple[Tensor, bool]:
     """A contiguous float32 block that orders (and ties) exactly as ``block`` does: float32 itself, or for wider
     floats (float64) each distance's dense rank within the block, exact in float32 below 2^24 distances."""

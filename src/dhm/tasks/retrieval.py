@@ -20,6 +20,7 @@ from ..options import SUPERVISION
 from ..retrieval import evaluate, evaluate_features, rerank
 from .base import TASKS, EvalContext, PlotPanel, Task, format_rows
 from .retrieval_checks import check_retrieval_splits
+from .retrieval_pictures import write_rank_images
 
 RANKS = (1, 5, 10)
 
@@ -69,7 +70,8 @@ def _raw_embeddings(inner: nn.Module, x: Tensor, heads: bool) -> list[Tensor]:
 class Retrieval(Task):
     """Instance recognition: rank-k, mAP and mINP (%) per head and for the concatenated embeddings. Evaluation
     options (``EvalContext.options``, ``dhm eval --flip --rerank``): ``flip`` averages each embedding with its
-    mirrored image's, ``rerank`` ranks by k-reciprocal re-ranked distances (k1 20, k2 6, lambda 0.3)."""
+    mirrored image's, ``rerank`` ranks by k-reciprocal re-ranked distances (k1 20, k2 6, lambda 0.3), ``rank_images``
+    (a folder) draws the deployed head's ranking of the worst and of a sample of queries there."""
 
     name = "retrieval"
     primary = "mAP/main"
@@ -79,7 +81,7 @@ class Retrieval(Task):
     train_metric = "id_acc"
     carve = "identity"
     sampler = "identity"
-    eval_options = ("flip", "rerank")
+    eval_options = ("flip", "rerank", "rank_images")
     labels = {"mAP/main": ("mAP", " (%)")}
     panels = (
         PlotPanel(
@@ -152,6 +154,9 @@ class Retrieval(Task):
         result: dict[str, float] = {}
         q = roles == 0 if roles is not None else torch.ones_like(pids, dtype=torch.bool)
         g = roles == 1 if roles is not None else q
+        if ctx.options.get("rank_images"):  # pictures of the deployed head's ranking (dhm eval --rank-images)
+            source = getattr(loader, "source", None)
+            write_rank_images(heads[0], pids, cams, q, g, source, ctx.options["rank_images"])
         for name, feats in zip(names, heads):
             if ctx.options.get("rerank"):
                 dist = rerank(feats[q], feats[g] if roles is not None else None)

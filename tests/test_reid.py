@@ -116,9 +116,12 @@ def test_retrieval_run_through_the_engine(tmp_path):
     summary = trainer.fit()
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     maps = [r["val/mAP/main"] for r in history]
-    assert summary["select"] == "val/mAP/main" and summary["best_epoch"] == 1 + max(
-        range(2), key=lambda e: (maps[e], e)
-    )
+    assert summary["select"] == "last epoch" and summary["best_epoch"] == 2  # the retrieval task keeps the last
+    assert len(maps) == 2  # validation is still evaluated every epoch
+    again = build_trainer(load_config("smoke", [*overrides, "train.select=mAP/main", f"train.out_dir={tmp_path}/v"]))
+    chosen = again.fit()
+    maps = [json.loads(line)["val/mAP/main"] for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
+    assert chosen["select"] == "val/mAP/main" and chosen["best_epoch"] == 1 + max(range(2), key=lambda e: (maps[e], e))
     assert 0 < summary["test_mAP"] <= 100 and {"mAP/concat", "rank5/head1", "mINP/main"} <= set(summary["test"])
 
 

@@ -47,7 +47,7 @@ class DataConfig:
     root: str = "data"  # where the files are (or are downloaded to)
     download: bool = False  # download cifar10/cifar100 from the official URL when missing (md5-checked)
     verify_md5: bool = True  # refuse a cifar tarball whose md5 is not the official one
-    val_size: float = 0.1  # held-out validation split from the training set: a fraction (< 1) or a count
+    val_size: float = 0.1  # held-out validation split: a fraction (< 1), or a count (at most a quarter of the split)
     val_by: str = ""  # how validation is carved: image | identity ("" = the task's choice)
     split_seed: int = 0  # seed of the validation split (fixed across training seeds)
     train_subset: int = 0  # train on a seeded subset of this many images (0 = all), for quick comparisons

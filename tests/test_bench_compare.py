@@ -224,3 +224,12 @@ def test_compare_help_lists_every_method_and_eval_help_names_the_retrieval_metri
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "mAP, rank-1/5/10" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_run_that_kept_its_last_epoch_is_tabulated_on_the_tasks_primary_metric():
+    """summary["select"] of a run with train.select=last (the retrieval task's default) names no metric."""
+    from dhm.compare.table import measured
+
+    task, metric, report = measured({"task": "retrieval", "select": "last epoch"})
+    assert (task.name, metric, report) == ("retrieval", "mAP/main", "test")
+    assert measured({"task": "classification", "select": "val/acc1/head1"})[1] == "acc1/head1"

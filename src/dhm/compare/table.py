@@ -70,6 +70,8 @@ def measured(summary: dict[str, Any]) -> tuple[Task, str, str]:
     summaries named their task are classification runs selected on its primary metric)."""
     task = get_task(summary.get("task", "classification"))
     select = summary.get("select") or f"{task.select_split}/{task.primary}"
+    if "/" not in select:  # "last epoch" (train.select=last): tables report the task's primary metric
+        return task, task.primary, task.report_splits[0]
     return task, select.split("/", 1)[1], task.report_splits[0]
 
 

@@ -92,7 +92,7 @@ def test_a_gallery_embedded_once_is_searched_as_the_folder_and_updated(run, tmp_
     assert main([*base, "--gallery", str(gallery)]) == 0
     by_folder = capsys.readouterr().out
     assert main([*base, "--gallery", str(index)]) == 0
-    assert capsys.readouterr().out == by_folder.replace(str(gallery), str(gallery.resolve()))
+    assert capsys.readouterr().out == by_folder  # both print the resolved gallery paths
     assert main(["embed", str(run / "best.pt"), str(gallery), str(extra), "-o", str(index), "--append"]) == 0
     added = len(list(extra.iterdir()))
     assert f"({added:,} added, {len(list(gallery.iterdir())):,} already in it)" in capsys.readouterr().out

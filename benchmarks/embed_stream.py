@@ -26,6 +26,18 @@ PKU = (
 )
 
 
+def cpu() -> str:
+    """The CPU's model name, the threads dhm embed gets, and whether it computes bf16 natively."""
+    import torch
+
+    from dhm.precision import native_bf16
+
+    with open("/proc/cpuinfo") as f:
+        name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
+    bf16 = "native bf16" if native_bf16(torch.device("cpu")) else "no native bf16 (AVX2 only)"
+    return f"{name}, {os.cpu_count()} cores, {bf16}"
+
+
 def write_images(root: Path, n: int) -> None:
     """``n`` synthetic 128x64 JPEGs under ``root`` (kept between runs: only the missing ones are written)."""
     from PIL import Image
@@ -72,7 +84,7 @@ def main() -> None:
     images = args.work / "gallery"
     start = time.perf_counter()
     write_images(images, max(sizes))
-    print(f"{max(sizes):,} images under {images} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"{max(sizes):,} images under {images} ({time.perf_counter() - start:.0f} s); {cpu()}", flush=True)
     deploy = args.deploy or deploy_file(args.work)
     rows = []
     for n in sizes:
@@ -83,7 +95,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"deploy": str(deploy), "rows": rows}, f, indent=2)
+            json.dump({"cpu": cpu(), "deploy": str(deploy), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 from pathlib import Path
 
@@ -59,6 +60,73 @@ def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseli
     return out
 
 
+def split_differences(done: dict, base: dict, part: str, key: str) -> dict[int, float]:
+    """Per identity split, ``done - base`` of ``part[key]`` averaged over the seeds both have (the split is the unit
+    of replication: its two seeds share the test identities)."""
+    out: dict[int, list[float]] = {}
+    for split, seed in done:
+        if (split, seed) in base and key in done[split, seed].get(part, {}) and key in base[split, seed].get(part, {}):
+            out.setdefault(split, []).append(done[split, seed][part][key] - base[split, seed][part][key])
+    return {split: statistics.mean(v) for split, v in sorted(out.items())}
+
+
+def paired_interval(diffs: list[float], reps: int = 10_000, seed: int = 0) -> dict:
+    """Mean paired difference, its standard error, t = mean / SE, and a 95% percentile bootstrap interval of the
+    mean over splits (``reps`` resamples of the splits with replacement, seeded)."""
+    n = len(diffs)
+    if n < 2:
+        return {"n": n, "mean": diffs[0] if diffs else None}
+    mean, se = statistics.mean(diffs), statistics.stdev(diffs) / n**0.5
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=n)) for _ in range(reps))
+    return {"n": n, "mean": mean, "se": se, "t": mean / se if se else None,
+            "ci95": [means[int(0.025 * reps)], means[int(0.975 * reps) - 1]]}  # fmt: skip
+
+
+def paired_table(runs: dict, order: list[str], against: dict[str, str]) -> dict:
+    """For each method with a partner in ``against``: the per-split paired differences of the main head's test
+    mAP and rank-1 (best-validation checkpoint and last epoch) and their intervals."""
+    out = {}
+    for method in order:
+        partner = against.get(method)
+        if partner is None or method not in runs or partner not in runs:
+            continue
+        row = {"against": partner}
+        for label, part, key in (
+            ("mAP_last", "test_last", "mAP/main"),
+            ("rank1_last", "test_last", "rank1/main"),
+            ("mAP_best", "test", "mAP/main"),
+            ("rank1_best", "test", "rank1/main"),
+        ):
+            diffs = split_differences(runs[method], runs[partner], part, key)
+            row[label] = {"splits": diffs, **paired_interval(list(diffs.values()))}
+        out[method] = row
+    return out
+
+
+def _ci(cell: dict) -> str:
+    if cell.get("se") is None:
+        return "-" if cell.get("mean") is None else f"{cell['mean']:+.2f} (one split)"
+    lo, hi = cell["ci95"]
+    t = "no spread" if cell["t"] is None else f"{cell['t']:+.1f} SE"
+    return f"{cell['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}], {t}"
+
+
+def paired_markdown(rows: dict, labels: dict[str, str]) -> str:
+    """The paired differences: mean over splits [95% bootstrap interval], and the mean in standard errors."""
+    lines = [
+        "| method | against | splits | d mAP (last) | d rank-1 (last) | d mAP (best val) | d rank-1 (best val) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for method, r in rows.items():
+        lines.append(
+            f"| {labels.get(method, method)} | {labels.get(r['against'], r['against'])} | {r['mAP_last']['n']} | "
+            + " | ".join(_ci(r[k]) for k in ("mAP_last", "rank1_last", "mAP_best", "rank1_best"))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(rows: dict) -> str:
     lines = [
         (
@@ -93,13 +161,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="ce,dsl,dhm,dhm-gentle,dhm-emb")
     parser.add_argument("--baseline", default="ce", help="the mode every other is paired with (BoT alone)")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    parser.add_argument(
+        "--ladder", action="store_true", help="pair each method with the one before it in --methods (BoT's ladder)"
+    )
+    parser.add_argument("--labels", default="", help="'label=mode;label=mode...': names for long modes")
     args = parser.parse_args(argv)
-    rows = table(collect(args.root), args.methods.split(","), args.baseline)
-    text = markdown(rows)
+    runs, order = collect(args.root), args.methods.split(",")
+    labels = {mode: label for label, mode in (item.split("=", 1) for item in args.labels.split(";") if item)}
+    rows = table(runs, order, args.baseline)
+    against = dict(zip(order[1:], order)) if args.ladder else {m: args.baseline for m in order if m != args.baseline}
+    paired = paired_table(runs, order, against)
+    text = markdown(rows) + "\n\nPaired differences over identity splits (seeds averaged within a split; mean "
+    text += "[95% percentile bootstrap interval over splits, 10,000 resamples], and the mean in standard errors):\n\n"
+    text += paired_markdown(paired, labels)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        args.out.with_suffix(".json").write_text(json.dumps({"runs": rows, "paired": paired}, indent=1))
         args.out.with_suffix(".md").write_text(text + "\n")
 
 

@@ -42,6 +42,21 @@ def test_exact_search_ranks_as_dhm_retrieval(tmp_path):
     torch.testing.assert_close(torch.tensor([[m.distance for m in row] for row in got]), expected.values.clamp_min(0))
 
 
+def test_torch_search_in_gallery_chunks_ranks_as_one_product():
+    """The torch backend's running top-k over gallery chunks (a budget small enough for chunks of 20 images and
+    several query blocks' worth of merges) gives dhm.retrieval's ranking and distances."""
+    from dhm.gallery.backends import TorchSearcher
+
+    gallery = _clusters(333)
+    queries = _clusters(1500, seed=5)  # two query blocks
+    expected = distance(queries, gallery, "cosine").topk(9, dim=1, largest=False)
+    dist, cols = TorchSearcher(gallery, budget=20 * 1024).search(queries, 9)
+    assert torch.equal(cols, expected.indices)
+    torch.testing.assert_close(dist, expected.values)
+    dist, cols = TorchSearcher(gallery[:5], budget=1).search(queries[:3], 9)  # k above the gallery size
+    assert cols.shape == (3, 5) and sorted(cols[0].tolist()) == [0, 1, 2, 3, 4]
+
+
 def test_a_query_is_never_its_own_match(tmp_path):
     index = _index(n=20)
     queries = index.embeddings[[4, 9]]  # the gallery's own images, named by their paths
@@ -92,6 +107,13 @@ def test_faiss_exact_ranks_as_torch():
     assert [[m.path for m in r] for r in by_torch] == [[m.path for m in r] for r in by_faiss]
     got = torch.tensor([[m.distance for m in r] for r in by_faiss])
     torch.testing.assert_close(got, torch.tensor([[m.distance for m in r] for r in by_torch]), atol=1e-5, rtol=0)
+    import faiss
+
+    from dhm.gallery.backends import _flat
+
+    added = faiss.IndexFlatIP(32)
+    added.add(index.embeddings.numpy())  # the storage filled in place is the index add() builds
+    assert (faiss.serialize_index(_flat(faiss, index.embeddings)) == faiss.serialize_index(added)).all()
     own = index.search(index.embeddings[:3], 2, query_paths=index.paths[:3], searcher=index.searcher("faiss"))
     assert all(index.paths[i] not in [m.path for m in row] and len(row) == 2 for i, row in enumerate(own))
 
@@ -112,8 +134,11 @@ def test_the_approximate_index_finds_what_exact_search_finds(monkeypatch, tmp_pa
     side = write_approximate(index, tmp_path / "gallery.safetensors")
     approx = open_searcher(index, tmp_path / "gallery.safetensors", approximate=True)
     assert side.is_file() and approx.kind == ("ivf" if ivf else "hnsw") and not approx.exact
-    if ivf:  # 4,000 images make 252 short lists: probe a quarter of them (a million images probe 32 of 4,000)
-        approx.index.nprobe = 64
+    if ivf:  # 4,000 images make 252 short lists: probe a quarter of them
+        approx.nprobe = 64
+    else:
+        with pytest.raises(DHMError, match="nprobe applies to the inverted-file index"):
+            approx.nprobe = 64
     found = index.search(queries, 10, searcher=approx)
     recall = sum(len({m.path for m in a} & {m.path for m in e}) for a, e in zip(found, exact)) / (10 * len(queries))
     assert recall >= 0.9, recall

@@ -53,3 +53,30 @@ def test_reid_table_pairs_each_method_with_bot_on_the_same_split_and_seed(tmp_pa
     assert json.loads(json.dumps(rows))  # what --out writes
     with pytest.raises(SystemExit):
         table.main(["--help"])
+
+
+def test_paired_differences_average_seeds_per_split_and_give_a_bootstrap_interval(tmp_path):
+    """The split is the unit: seeds are averaged within a split, the interval is over splits; --ladder pairs each
+    rung with the rung before it."""
+    table = _script("reid_table")
+    gains = {0: (1.0, 3.0), 1: (2.0, 2.0), 2: (4.0, 4.0), 3: (-1.0, 1.0)}  # per split: (seed 0, seed 1) of b - a
+    for split, (g0, g1) in gains.items():
+        for seed, gain in enumerate((g0, g1)):
+            for method, value in (("a", 10.0), ("b", 10.0 + gain), ("c", 10.0 + gain + 1.0)):
+                folder = tmp_path / f"split{split}" / method / f"seed{seed}"
+                folder.mkdir(parents=True)
+                main = {"mAP/main": value, "rank1/main": value}
+                (folder / "summary.json").write_text(json.dumps({"test": main, "test_last": main, "wall_time_s": 1}))
+    runs = table.collect(tmp_path)
+    paired = table.paired_table(runs, ["a", "b", "c"], {"b": "a", "c": "b"})
+    cell = paired["b"]["mAP_last"]
+    assert cell["splits"] == {0: 2.0, 1: 2.0, 2: 4.0, 3: 0.0} and cell["n"] == 4 and cell["mean"] == 2.0
+    assert cell["se"] == pytest.approx(1.6329931618554523 / 2) and cell["t"] == pytest.approx(2.0 / 0.816496580927726)
+    lo, hi = cell["ci95"]
+    assert 0.0 <= lo < 2.0 < hi <= 4.0  # a percentile interval of resampled means lies within the splits' range
+    assert paired["c"]["mAP_best"]["mean"] == 1.0 and paired["c"]["mAP_best"]["se"] == 0.0
+    out = tmp_path / "table"
+    table.main([str(tmp_path), "--methods", "a,b,c", "--ladder", "--labels", "ID only=a;+x=b", "--out", str(out)])
+    text = out.with_suffix(".md").read_text()
+    assert "| +x | ID only | 4 | +2.00 [" in text and "| c | +x | 4 | +1.00 [+1.00, +1.00]" in text
+    assert set(json.loads(out.with_suffix(".json").read_text())["paired"]) == {"b", "c"}

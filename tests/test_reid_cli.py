@@ -161,6 +161,9 @@ def test_approximate_search_reads_the_faiss_index_written_beside_the_gallery(run
     exact = capsys.readouterr().out
     assert main([*base, "--approximate"]) == 0
     assert capsys.readouterr().out == exact  # HNSW on a small gallery finds the exact neighbours
+    assert main([*base, "--nprobe", "8"]) == 2 and "add --approximate" in capsys.readouterr().err
+    assert main([*base, "--approximate", "--nprobe", "8"]) == 2  # HNSW has no lists
+    assert "nprobe applies to the inverted-file index" in capsys.readouterr().err
 
 
 def test_search_draws_each_query_with_its_ranked_gallery(run, tmp_path, capsys):

@@ -4,6 +4,9 @@ one line instead of a traceback."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,26 @@ def physical_bytes() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    A loop that decodes images and frees batches of a few MB each grows the resident memory with the number of
+    iterations under glibc (its mmap threshold rises after the first free, so later batches come from the heap,
+    whose holes are not returned): 1 GB after 40,000 small images, measured (BENCHMARKS.md, "Gallery search").
+    Streaming loops call this once per batch."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def check_fits(nbytes: int, what: str, hint: str) -> None:

@@ -1,12 +1,12 @@
 """How a gallery index is searched (``SEARCHERS``): each backend takes the gallery's L2-normalised embeddings once
 and answers (distances, columns) of the ``k`` nearest gallery rows per query, nearest first, distances ``1 - cos``.
 
-* ``torch``: exact, a blocked matrix product in plain torch (always available).
+* ``torch``: exact, a matrix product in plain torch blocked over queries and gallery (always available).
 * ``faiss``: exact, FAISS's flat inner-product index (``pip install faiss-cpu``; the ``faiss`` extra).
 * ``faiss-approx``: approximate, for galleries of millions: HNSW (32 links, efSearch 128) below
-  :data:`IVF_FROM` images, above it an inverted file of ``4 sqrt(N)`` lists with 8-bit scalar-quantised vectors,
-  ``nprobe`` 32 (BENCHMARKS.md measures its recall against exact search). Built once; ``save``/``load`` keep it
-  beside the index file.
+  :data:`IVF_FROM` images, above it an inverted file of ``4 sqrt(N)`` lists with 4-bit fast-scan product codes and
+  an 8-bit re-ranking, ``nprobe`` :data:`NPROBE_SHARE` of the lists (BENCHMARKS.md measures its recall against exact search). Built
+  once; ``save``/``load`` keep it beside the index file.
 
 ``exact`` (the default of :meth:`~dhm.gallery.GalleryIndex.search`) is ``faiss`` where FAISS is installed, else
 ``torch``: the two give the same ranking (tests/test_gallery.py).
@@ -22,10 +22,12 @@ import torch
 
 from ..errors import DHMError
 from ..registry import Registry
-from ..retrieval.distance import query_blocks
 
 #: galleries of at least this many images get the inverted-file index (smaller ones HNSW)
 IVF_FROM = 200_000
+#: the share of its lists an inverted-file index searches per query: 640 of the 4,000 lists of a million images,
+#: recall@10 0.956 at 4.3 ms per query on 2 CPU cores (BENCHMARKS.md, "Gallery search": recall and time against it)
+NPROBE_SHARE = 0.16
 
 
 def has_faiss() -> bool:
@@ -37,6 +39,24 @@ def _add(index, gallery: torch.Tensor, chunk: int = 65536) -> None:
     """Add ``gallery`` to a FAISS index in float32 chunks (never a float32 copy of the whole gallery)."""
     for start in range(0, len(gallery), chunk):
         index.add(gallery[start : start + chunk].float().contiguous().numpy())
+
+
+def _flat(faiss, gallery: torch.Tensor):
+    """FAISS's exact inner-product index over ``gallery``, its storage allocated once and filled in float32 chunks.
+
+    ``add`` grows the storage by doubling, which at a million 2048-d rows holds the old 4 GB and the new 8 GB at once;
+    the result is the index ``add`` builds (the same serialised bytes).
+    """
+    import numpy as np
+
+    n, dim = gallery.shape
+    index = faiss.IndexFlatIP(dim)
+    index.codes.resize(n * dim * 4)
+    rows = faiss.rev_swig_ptr(index.codes.data(), n * dim * 4).view(np.float32).reshape(n, dim)
+    for start in range(0, n, 65536):
+        rows[start : start + 65536] = gallery[start : start + 65536].float().numpy()
+    index.ntotal = n
+    return index
 
 
 def _faiss():
@@ -65,19 +85,35 @@ SEARCHERS: Registry[type[Searcher]] = Registry("gallery search backend")
 
 @SEARCHERS.register("torch")
 class TorchSearcher(Searcher):
-    """Exact: ``1 - q @ g.T`` in query blocks of bounded memory, then top-k."""
+    """Exact: ``1 - q @ g.T`` over blocks of up to 1,024 queries and chunks of the gallery, keeping a running top-k.
 
-    def __init__(self, gallery: torch.Tensor) -> None:
+    Blocking the gallery as well as the queries keeps the products matrix-matrix (a batch of queries reads the
+    gallery once per block, not once per few queries) and the working tensors near ``budget`` elements.
+    """
+
+    def __init__(self, gallery: torch.Tensor, budget: int = 1 << 23) -> None:
         super().__init__(gallery)
         self.gallery = gallery.float()  # float32: the products of a float16 gallery are slow on CPUs
+        self.budget = budget
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = min(k, self.size)
         values, columns = [], []
-        for block in query_blocks(len(queries), self.size):
-            dist = 1.0 - queries[block].float() @ self.gallery.T
-            top = dist.topk(k, dim=1, largest=False)
-            values.append(top.values)
-            columns.append(top.indices)
+        for start in range(0, len(queries), 1024):
+            block = queries[start : start + 1024].float()
+            chunk = max(k, self.budget // len(block))
+            best_d = best_c = None
+            for first in range(0, self.size, chunk):
+                dist = 1.0 - block @ self.gallery[first : first + chunk].T
+                top = dist.topk(min(k, dist.shape[1]), dim=1, largest=False)
+                d, c = top.values, top.indices + first
+                if best_d is not None:  # merge with the earlier chunks' k best (earlier columns first on ties)
+                    d, c = torch.cat([best_d, d], dim=1), torch.cat([best_c, c], dim=1)
+                    keep = d.topk(k, dim=1, largest=False).indices
+                    d, c = d.gather(1, keep), c.gather(1, keep)
+                best_d, best_c = d, c
+            values.append(best_d)
+            columns.append(best_c)
         return torch.cat(values), torch.cat(columns)
 
 
@@ -87,9 +123,7 @@ class FaissExactSearcher(Searcher):
 
     def __init__(self, gallery: torch.Tensor) -> None:
         super().__init__(gallery)
-        faiss = _faiss()
-        self.index = faiss.IndexFlatIP(gallery.shape[1])
-        _add(self.index, gallery)
+        self.index = _flat(_faiss(), gallery)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         sims, columns = self.index.search(queries.float().contiguous().numpy(), k)
@@ -98,7 +132,13 @@ class FaissExactSearcher(Searcher):
 
 @SEARCHERS.register("faiss-approx")
 class FaissApproxSearcher(Searcher):
-    """Approximate: HNSW for galleries below :data:`IVF_FROM` images, an IVF-SQ8 index above (module doc)."""
+    """Approximate: HNSW for galleries below :data:`IVF_FROM` images, an inverted file above (module doc).
+
+    The inverted file: ``4 sqrt(N)`` lists (k-means on 64 images per list), each image a 4-bit product code of
+    ``min(D/2, 256)`` sub-vectors scanned with FAISS's fast-scan kernels (8-bit scalar codes where they do not
+    divide ``D``), the ``8 k`` best candidates re-ranked on 8-bit scalar-quantised vectors; ``nprobe`` lists searched
+    (:data:`NPROBE_SHARE` of them; BENCHMARKS.md measures recall and time against it).
+    """
 
     exact = False
 
@@ -108,26 +148,44 @@ class FaissApproxSearcher(Searcher):
         if index is None:
             index = self.build(gallery, faiss)
         self.index = index
-        self.kind = "ivf" if hasattr(index, "nprobe") else "hnsw"
+        self.ivf = faiss.try_extract_index_ivf(index)
+        self.kind = "ivf" if self.ivf is not None else "hnsw"
 
     @staticmethod
     def build(gallery: torch.Tensor, faiss):
         n, dim = gallery.shape
+        ip = faiss.METRIC_INNER_PRODUCT
         if n < IVF_FROM:
-            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(dim, 32, ip)
             index.hnsw.efConstruction = 80
             index.hnsw.efSearch = 128
             _add(index, gallery)
             return index
         lists = int(4 * math.sqrt(n))
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        codes = min(dim // 2, 256)  # sub-vectors: at most 256 (the scan's cost), of at least 2 dimensions
+        if dim % codes == 0:
+            ivf = faiss.IndexIVFPQFastScan(quantizer, dim, lists, codes, 4, ip)
+        else:
+            ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, ip)
+        index = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, ip))
+        index.k_factor = 8
         sample = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: 64 * lists].sort().values
         index.train(gallery[sample].float().contiguous().numpy())
         _add(index, gallery)
-        index.nprobe = 32
+        ivf.nprobe = max(1, round(NPROBE_SHARE * lists))
         return index
+
+    @property
+    def nprobe(self) -> int | None:
+        """Lists an inverted-file index searches (None for HNSW); set it to trade time for recall."""
+        return None if self.ivf is None else self.ivf.nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self.ivf is None:
+            raise DHMError("nprobe applies to the inverted-file index (galleries of 200,000 images and more)")
+        self.ivf.nprobe = value
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         sims, columns = self.index.search(queries.float().contiguous().numpy(), k)

@@ -14,6 +14,7 @@ import torch
 
 from ..data.reid import MARKET_NAME
 from ..deployed import Deployed
+from ..memory import release_freed_memory
 from .embedding import embed
 from .images import batches, list_images
 from .index import GalleryIndex, Settings
@@ -62,7 +63,9 @@ def embed_files(
     out, done, start, shown = [], 0, time.perf_counter(), time.perf_counter()
     for images in batches(files, deployed.input_size, batch):
         out.append(embed(deployed, images, batch=batch, flip=flip))
-        done += len(images)
+        del images
+        release_freed_memory()  # the decoded batch's pages: resident memory stays bounded by the batch
+        done += len(out[-1])
         now = time.perf_counter()
         if progress_s and now - shown >= progress_s and done < len(files):
             rate = done / (now - start)

@@ -57,6 +57,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="approximate search (FAISS; the .faiss file dhm embed --approximate wrote, else built now)",
     )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        help="lists the approximate inverted file searches (galleries of 200,000 images and more; default 16%% of "
+        "them, 640 at a million images): "
+        "more is slower and finds more (BENCHMARKS.md, Gallery search)",
+    )
     p.add_argument("--show", metavar="PNG", help="also draw each query and its ranked gallery images into PNG")
     p.set_defaults(fn=cmd_search)
 
@@ -107,7 +114,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
     if ns.top_k < 1:
         raise DHMError(f"--top-k must be >= 1, got {ns.top_k}")
     deployed = load_deployed(ns.checkpoint)
-    results = search(deployed, ns.gallery, ns.queries, ns.top_k, ns.flip, ns.approximate)
+    results = search(deployed, ns.gallery, ns.queries, ns.top_k, ns.flip, ns.approximate, ns.nprobe)
     if ns.show:
         _, height, width = deployed.input_size
         ids = names_of([q for q, _ in results])[0].tolist()

@@ -65,17 +65,25 @@ def search(
     top_k: int = 10,
     flip: bool = False,
     approximate: bool = False,
+    nprobe: int | None = None,
 ) -> list[tuple[Path, list[Match]]]:
     """For every query image, the ``top_k`` nearest gallery images (an index file, or folders searched
     recursively), nearest first; a query file that is also in the gallery is not its own match. ``approximate``
-    searches the FAISS index that ``dhm embed --approximate`` wrote beside the index file (built now if absent).
+    searches the FAISS index that ``dhm embed --approximate`` wrote beside the index file (built now if absent);
+    ``nprobe`` sets how many lists its inverted file searches (galleries of 200,000 images and more).
 
     Example:
         >>> for query, matches in search(deployed, ["gallery.safetensors"], ["me.jpg"], top_k=5):
         ...     print(query, [(Path(m.path).name, round(m.distance, 3)) for m in matches])
     """
     index = open_gallery(deployed, gallery, flip)
+    if nprobe is not None and not approximate:
+        raise DHMError("--nprobe applies to approximate search: add --approximate")
     searcher = open_searcher(index, gallery[0] if is_index(gallery) else None, approximate)
+    if nprobe is not None:
+        if nprobe < 1:
+            raise DHMError(f"--nprobe must be >= 1, got {nprobe}")
+        searcher.nprobe = nprobe
     files = list_images(queries)
     feats = embed_files(deployed, files, flip=flip)
     return list(zip(files, index.search(feats, top_k, query_paths=files, searcher=searcher)))

@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=50, help="queries timed one at a time")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--backends", default="torch,faiss,faiss-approx")
-    parser.add_argument("--nprobes", default="16,64,256,512,640,768,1024", help="an inverted-file index is timed at each")
+    parser.add_argument(
+        "--nprobes", default="16,64,256,512,640,768,1024", help="an inverted-file index is timed at each"
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--tiny", action="store_true", help="20,000 x 64 (the inverted file from 10,000): the path")
     args = parser.parse_args()

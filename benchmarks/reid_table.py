@@ -64,9 +64,10 @@ def split_differences(done: dict, base: dict, part: str, key: str) -> dict[int, 
     """Per identity split, ``done - base`` of ``part[key]`` averaged over the seeds both have (the split is the unit
     of replication: its two seeds share the test identities)."""
     out: dict[int, list[float]] = {}
-    for split, seed in done:
-        if (split, seed) in base and key in done[split, seed].get(part, {}) and key in base[split, seed].get(part, {}):
-            out.setdefault(split, []).append(done[split, seed][part][key] - base[split, seed][part][key])
+    for (split, seed), summary in done.items():
+        other = base.get((split, seed), {}).get(part, {})
+        if key in summary.get(part, {}) and key in other:
+            out.setdefault(split, []).append(summary[part][key] - other[key])
     return {split: statistics.mean(v) for split, v in sorted(out.items())}
 
 

@@ -52,7 +52,7 @@ def write_rank_images(
         strips = []
         for row in chosen.tolist():
             qid = int(pids[q_rows[row]])
-            cells = [Cell(_image(source, int(q_rows[row])), BLUE, f"AP {100 * float(ap[row]):.1f}")]
+            cells = [Cell(_image(source, int(q_rows[row])), BLUE, f"AP {100 * float(ap[row]):.1f}%")]
             values, cols = shown[row].topk(k, largest=False)
             for rank, (value, col) in enumerate(zip(values.tolist(), cols.tolist()), 1):
                 if value != float("inf"):

@@ -7,6 +7,7 @@
 #   the comparison ce (BoT), dsl, dhm on top of the same BoT supervision
 # every run keeping best.pt by validation mAP (train.select=mAP/main) so its summary holds the test of that
 # checkpoint and of the last epoch; 3) the tables: benchmarks/results/cpu_pku_pretrained_{ladder,comparison}.*
+#   PHASE=pilot benchmarks/pku_pretrained.sh        # first: the fine-tuning learning rate (0.1, 0.03, 0.01)
 #   SPLITS=15 benchmarks/pku_pretrained.sh          # FIRST=k starts at split k; DHM_SHARED_DATA: the data
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,17 @@ cifar=${DHM_DATA:-data}/CIFAR-10-images
 if [ ! -f pretrained/cifar10-pretrain/deploy.pt ]; then
   [ -d "$cifar" ] || { mkdir -p "$(dirname "$cifar")"; tar -xzf "$shared/cifar10-jpeg/CIFAR-10-images-jpeg.tar.gz" -C "$(dirname "$cifar")"; }
   dhm train cifar10-pretrain data.root="$cifar" train.progress=false train.overwrite=true
+fi
+if [ "${PHASE:-}" = pilot ]; then  # the fine-tuning learning rate, chosen on validation mAP (3 splits, seed 0)
+  lrs="ce,ce+optim.lr=0.03,ce+optim.lr=0.01"
+  for split in 0 1 2; do
+    dhm compare pku-reid-pretrained --seeds 0, --modes "$lrs" --jobs "${JOBS:-2}" \
+      --out "runs/compare/pku-pretrained-pilot/split$split" data.root="$shared/pku-reid-subset" \
+      data.split_seed="$split" train.select=mAP/main train.threads=1 train.progress=false
+  done
+  python benchmarks/reid_table.py runs/compare/pku-pretrained-pilot --methods "$lrs" \
+    --out benchmarks/results/cpu_pku_pretrained_pilot
+  exit 0
 fi
 id_only="ce+loss.supervision.triplet_weight=0+model.neck=none+model.last_stride=2"
 triplet="ce+model.neck=none+model.last_stride=2"

@@ -48,6 +48,7 @@ def table(runs: dict[str, dict[tuple[int, int], dict]], order: list[str], baseli
             "rank1_last": [s["test_last"]["rank1/main"] for s in done.values()],
             "heads": {h: [s["test"][f"mAP/{h}"] for s in done.values() if f"mAP/{h}" in s["test"]] for h in heads},
             "wall_s": [s["wall_time_s"] for s in done.values()],
+            "val_mAP": [s["best_val_mAP"] for s in done.values() if s.get("best_val_mAP") is not None],
         }
         pairs = [key for key in done if key in base]
         for metric, part, key in (
@@ -132,15 +133,15 @@ def markdown(rows: dict) -> str:
     lines = [
         (
             "| method | runs | mAP (best val) | rank-1 (best val) | mAP (last) | rank-1 (last) | "
-            "paired d mAP vs BoT (best val) | paired d mAP (last) | paired d rank-1 (best val) | s/run |"
+            "paired d mAP vs BoT (best val) | paired d mAP (last) | paired d rank-1 (best val) | best val mAP | s/run |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for method, r in rows.items():
         lines.append(
             f"| {method} | {r['n']} | {_ms(r['mAP'])} | {_ms(r['rank1'])} | {_ms(r['mAP_last'])} | "
             f"{_ms(r['rank1_last'])} | {_ms(r['d_mAP'])} | {_ms(r['d_mAP_last'])} | {_ms(r['d_rank1'])} | "
-            f"{statistics.mean(r['wall_s']):.0f} |"
+            f"{_ms(r['val_mAP'])} | {statistics.mean(r['wall_s']):.0f} |"
         )
     lines += [
         "",

@@ -18,7 +18,7 @@ if [ ! -f pretrained/cifar10-pretrain/deploy.pt ]; then
   dhm train cifar10-pretrain data.root="$cifar" train.progress=false train.overwrite=true
 fi
 if [ "${PHASE:-}" = pilot ]; then  # the fine-tuning learning rate, chosen on validation mAP (3 splits, seed 0)
-  lrs="ce,ce+optim.lr=0.03,ce+optim.lr=0.01"
+  lrs="ce+optim.lr=0.1,ce+optim.lr=0.03,ce+optim.lr=0.01"  # (the committed pilot ran lr 0.1 as plain "ce")
   for split in 0 1 2; do
     dhm compare pku-reid-pretrained --seeds 0, --modes "$lrs" --jobs "${JOBS:-2}" \
       --out "runs/compare/pku-pretrained-pilot/split$split" data.root="$shared/pku-reid-subset" \

@@ -3,8 +3,9 @@ with the number of images, and images/s.
 
 Writes synthetic JPEG crops (128x64, random colour blocks, in folders of 1,000) once, trains a tiny re-ID model on
 the PKU-Reid subset for one step to get a ``deploy.pt`` (or takes ``--deploy``), then runs ``dhm embed`` on the
-first N images for each N of ``--sizes`` in a fresh process and reports its wall time, images/s and peak RSS
-(GNU time's maximum resident set size of that process). Run it alone on the machine; ``--tiny`` checks the path in seconds.
+first N images for each N of ``--sizes`` in a fresh process and reports its wall time, images/s and peak RSS (GNU
+time's maximum resident set size of that process). Run it alone on the machine; ``--tiny`` checks the path in
+seconds.
 
     python benchmarks/embed_stream.py --sizes 10000,100000 --json benchmarks/results/cpu_embed_stream.json
 """

@@ -5,10 +5,10 @@ noise of the same norm, L2-normalised: cosine about 0.5 within an identity, abou
 way from the same identities) stand for a trained re-ID model's. Identities hold 20 images on average (Market-1501's
 gallery about 26), so a query's 10 nearest images are its own identity's and recall@10 measures finding them, not
 the order of unrelated near-zero similarities.
-For each backend of ``dhm.gallery.backends.SEARCHERS`` (torch exact, FAISS exact, FAISS approximate) it measures
-the build time, the index memory, milliseconds per query at batch 1 and at batch ``--queries`` (1,000), and for the
-approximate index its recall@10 against exact search (an inverted-file index at every ``--nprobes``). Phases run one after another and free their memory. Run it
-alone on the machine; ``--tiny`` checks the whole path in seconds.
+For each backend of ``dhm.gallery.backends.SEARCHERS`` (torch exact, FAISS exact, FAISS approximate) it measures the
+build time, the index memory, milliseconds per query at batch 1 and at batch ``--queries`` (1,000), and for the
+approximate index its recall@10 against exact search (an inverted-file index at every ``--nprobes``). Phases run one
+after another and free their memory. Run it alone on the machine; ``--tiny`` checks the whole path in seconds.
 
     python benchmarks/gallery_search.py --n 1000000 --dim 2048 --json benchmarks/results/cpu_gallery_search.json
 """

@@ -39,8 +39,8 @@ def release_freed_memory() -> None:
 
     A loop that decodes images and frees batches of a few MB each grows the resident memory with the number of
     iterations under glibc (its mmap threshold rises after the first free, so later batches come from the heap,
-    whose holes are not returned): 1 GB after 40,000 small images, measured (BENCHMARKS.md, "Gallery search").
-    Streaming loops call this once per batch."""
+    whose holes are not returned; BENCHMARKS.md, "Gallery search", measures ``dhm embed`` with it). Streaming loops
+    call this once per batch."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -5,8 +5,8 @@ and answers (distances, columns) of the ``k`` nearest gallery rows per query, ne
 * ``faiss``: exact, FAISS's flat inner-product index (``pip install faiss-cpu``; the ``faiss`` extra).
 * ``faiss-approx``: approximate, for galleries of millions: HNSW (32 links, efSearch 128) below
   :data:`IVF_FROM` images, above it an inverted file of ``4 sqrt(N)`` lists with 4-bit fast-scan product codes and
-  an 8-bit re-ranking, ``nprobe`` :data:`NPROBE_SHARE` of the lists (BENCHMARKS.md measures its recall against exact search). Built
-  once; ``save``/``load`` keep it beside the index file.
+  an 8-bit re-ranking, searching :data:`NPROBE_SHARE` of the lists (BENCHMARKS.md measures its recall against
+  exact search). Built once; ``save``/``load`` keep it beside the index file.
 
 ``exact`` (the default of :meth:`~dhm.gallery.GalleryIndex.search`) is ``faiss`` where FAISS is installed, else
 ``torch``: the two give the same ranking (tests/test_gallery.py).

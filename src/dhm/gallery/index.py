@@ -4,8 +4,8 @@
 The file is safetensors: tensors ``embeddings`` (N, D; float16 or float32, L2-normalised), ``ids`` and ``cameras``
 (int64, -1 where the image names do not carry them) and ``paths`` (the resolved image paths as UTF-8 bytes,
 NUL-separated: a million paths would not fit safetensors' header); metadata ``dhm_index`` (JSON: format version,
-the model's fingerprint and the embedding settings). An index is searched only with queries embedded by the same model with the
-same settings: anything else is refused in one line."""
+the model's fingerprint and the embedding settings). An index is searched only with queries embedded by the same
+model with the same settings: anything else is refused in one line."""
 
 from __future__ import annotations
 

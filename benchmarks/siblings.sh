@@ -13,6 +13,20 @@ cd "$(dirname "$0")/.."
 data=${DHM_DATA:-data}
 shared=${DHM_SHARED:-../shared/data}
 [ -d "$data/CIFAR-10-images" ] || { mkdir -p "$data"; tar -xzf "$shared/cifar10-jpeg/CIFAR-10-images-jpeg.tar.gz" -C "$data"; }
+# Runs finished on another machine come back from their committed copies (summary.json and metrics.jsonl), so
+# that dhm compare skips them: a session's machine does not keep runs/ but the repository keeps the copies.
+name=${NAME:-cpu_siblings_faithful}; runs=${name#cpu_}; root=${OUT:-runs/compare/siblings}
+for f in benchmarks/results/"$runs"/*_summary.json; do
+  [ -e "$f" ] || continue
+  stem=$(basename "$f" _summary.json); mode=${stem%_seed*}; seed=${stem##*_seed}
+  dir="$root/$mode/seed$seed"
+  if [ ! -f "$dir/summary.json" ]; then
+    mkdir -p "$dir"; cp "$f" "$dir/summary.json"
+    if [ -f "benchmarks/results/$runs/${stem}_metrics.jsonl" ]; then
+      cp "benchmarks/results/$runs/${stem}_metrics.jsonl" "$dir/metrics.jsonl"
+    fi
+  fi
+done
 MODES=${MODES:-ce,ls,dsl,dhm,dhm-gentle,dsn,dsn-authors,dks,dml+data.batch_size=128,dml+loss.options.peer_update=joint,one,okddip,byot,cskd+data.batch_size=128,cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd,dlb+data.batch_size=128}
 dhm compare cifar10-jpeg --seeds "${SEEDS:-3}" --modes "$MODES" --jobs "${JOBS:-2}" \
   --out "${OUT:-runs/compare/siblings}" data.root="$data/CIFAR-10-images" model.name=cifar_resnet20 \
@@ -20,11 +34,12 @@ dhm compare cifar10-jpeg --seeds "${SEEDS:-3}" --modes "$MODES" --jobs "${JOBS:-
   optim.warmup_epochs=1 optim.weight_decay=5.0e-4 train.progress=false ${EXTRA:-}
 # The committed copy (RESULTS.md): the table, its plots and every run's summary, paths relative to the repository.
 # NAME: the table's file stem (cpu_siblings_faithful; cpu_siblings is the 2026-12-04/05 table of dhm's former forms).
-name=${NAME:-cpu_siblings_faithful}; runs=${name#cpu_}
-out=benchmarks/results; root=${OUT:-runs/compare/siblings}; mkdir -p "$out/$runs"
+out=benchmarks/results; mkdir -p "$out/$runs"
 cp "$root/compare.md" "$out/$name.md"; cp "$root/compare.png" "$out/$name.png"
 cp "$root/compare_dynamics.png" "$out/${name}_dynamics.png"
 sed "s#$PWD/##g" "$root/compare.json" > "$out/$name.json"
 for f in "$root"/*/seed*/summary.json; do
-  run=$(dirname "$f"); sed "s#$PWD/##g" "$f" > "$out/$runs/$(basename "$(dirname "$run")")_$(basename "$run")_summary.json"
+  run=$(dirname "$f"); stem="$(basename "$(dirname "$run")")_$(basename "$run")"
+  sed "s#$PWD/##g" "$f" > "$out/$runs/${stem}_summary.json"
+  if [ -f "$run/metrics.jsonl" ]; then cp "$run/metrics.jsonl" "$out/$runs/${stem}_metrics.jsonl"; fi
 done

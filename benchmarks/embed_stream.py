@@ -96,7 +96,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu(), "deploy": str(deploy), "rows": rows}, f, indent=2)
+            where = "WORK/model/deploy.pt (trained here for one step)" if args.deploy is None else str(args.deploy)
+            json.dump({"cpu": cpu(), "deploy": where, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

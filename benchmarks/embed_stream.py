@@ -96,7 +96,11 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            where = "WORK/model/deploy.pt (trained here for one step)" if args.deploy is None else str(args.deploy)
+            where = (
+                "WORK/model/deploy.pt (trained here for one step; WORK is --work)"
+                if args.deploy is None
+                else str(args.deploy)
+            )
             json.dump({"cpu": cpu(), "deploy": where, "rows": rows}, f, indent=2)
 
 

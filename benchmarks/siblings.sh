@@ -16,20 +16,10 @@ shared=${DHM_SHARED:-../shared/data}
 # Runs finished on another machine come back from their committed copies (summary.json and metrics.jsonl), so
 # that dhm compare skips them: a session's machine does not keep runs/ but the repository keeps the copies.
 name=${NAME:-cpu_siblings_faithful}; runs=${name#cpu_}; root=${OUT:-runs/compare/siblings}
-for f in benchmarks/results/"$runs"/*_summary.json; do
-  [ -e "$f" ] || continue
-  stem=$(basename "$f" _summary.json); mode=${stem%_seed*}; seed=${stem##*_seed}
-  dir="$root/$mode/seed$seed"
-  if [ ! -f "$dir/summary.json" ]; then
-    mkdir -p "$dir"; cp "$f" "$dir/summary.json"
-    if [ -f "benchmarks/results/$runs/${stem}_metrics.jsonl" ]; then
-      cp "benchmarks/results/$runs/${stem}_metrics.jsonl" "$dir/metrics.jsonl"
-    fi
-  fi
-done
+python benchmarks/committed_runs.py restore "$root" "benchmarks/results/$runs" --metrics
 MODES=${MODES:-ce,ls,dsl,dhm,dhm-gentle,dsn,dsn-authors,dks,dml+data.batch_size=128,dml+loss.options.peer_update=joint,one,okddip,byot,cskd+data.batch_size=128,cskd+data.batch_size=128+loss.options.partner_forward=shared,pskd,dlb+data.batch_size=128}
 dhm compare cifar10-jpeg --seeds "${SEEDS:-3}" --modes "$MODES" --jobs "${JOBS:-2}" \
-  --out "${OUT:-runs/compare/siblings}" data.root="$data/CIFAR-10-images" model.name=cifar_resnet20 \
+  --out "$root" data.root="$data/CIFAR-10-images" model.name=cifar_resnet20 \
   data.train_subset=5000 data.augment=flip data.batch_size=64 train.epochs=30 optim.schedule=cosine \
   optim.warmup_epochs=1 optim.weight_decay=5.0e-4 train.progress=false ${EXTRA:-}
 # The committed copy (RESULTS.md): the table, its plots and every run's summary, paths relative to the repository.
@@ -38,8 +28,4 @@ out=benchmarks/results; mkdir -p "$out/$runs"
 cp "$root/compare.md" "$out/$name.md"; cp "$root/compare.png" "$out/$name.png"
 cp "$root/compare_dynamics.png" "$out/${name}_dynamics.png"
 sed "s#$PWD/##g" "$root/compare.json" > "$out/$name.json"
-for f in "$root"/*/seed*/summary.json; do
-  run=$(dirname "$f"); stem="$(basename "$(dirname "$run")")_$(basename "$run")"
-  sed "s#$PWD/##g" "$f" > "$out/$runs/${stem}_summary.json"
-  if [ -f "$run/metrics.jsonl" ]; then cp "$run/metrics.jsonl" "$out/$runs/${stem}_metrics.jsonl"; fi
-done
+python benchmarks/committed_runs.py keep "$root" "$out/$runs" --metrics

@@ -87,6 +87,16 @@ def test_compare_runs_skips_and_tabulates(tmp_path):
         summarise(tmp_path, ["ce"], 2)["modes"]["ce"]["test_best"]["values"]
         == result["modes"]["ce"]["test_best"]["values"]
     )
+    # a run kept without its metrics file (benchmarks/committed_runs.py) has no training accuracy: the cell says
+    # over how many runs its mean is, never a NaN mean
+    (tmp_path / "ce" / "seed1" / "metrics.jsonl").unlink()
+    kept = summarise(tmp_path, ["ce"], 2)["modes"]["ce"]
+    assert kept["test_best"]["n"] == 2 and kept["train_last"]["n"] == 1
+    assert kept["train_last"]["mean"] == result["modes"]["ce"]["train_last"]["values"][0]
+    from dhm.compare.table import to_markdown as compare_markdown
+
+    row = compare_markdown({"modes": {"ce": kept}}).splitlines()[2]
+    assert row.endswith(f"| {kept['train_last']['mean']:.2f} (n=1) | {kept['wall_time_s']['mean']:.0f} |"), row
 
 
 def test_cli_bench_and_compare_help(capsys):

@@ -21,6 +21,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
+def _recorded(values: list[float]) -> dict[str, float]:
+    """Mean +- std of the values a run recorded (a run kept without its metrics file has none: NaN)."""
+    return _stats([v for v in values if not math.isnan(v)] or [math.nan])
+
+
 def cell(stat: dict) -> str:
     """``mean +- std``, or the mean alone for one seed (a spread of one value is no spread)."""
     return f"{stat['mean']:.2f} +- {stat['std']:.2f}" if stat.get("n", 2) > 1 else f"{stat['mean']:.2f}"
@@ -43,7 +48,7 @@ def summarise(root: Path, modes: Sequence[str], seeds: int | Sequence[int]) -> d
             "test_best": _stats([s[report][metric] for s in summaries]),
             "test_last": _stats([s[f"{report}_last"][metric] for s in summaries]),
             "val_best": _stats([v for v in vals if v is not None] or [math.nan]),
-            "train_last": _stats([_last_train(run_dir(root, mode, s), task.train_metric) for s in done]),
+            "train_last": _recorded([_last_train(run_dir(root, mode, s), task.train_metric) for s in done]),
             "wall_time_s": _stats([s["wall_time_s"] for s in summaries]),
             "epochs": summaries[0]["epochs"],
             "test_heads": _head_stats(summaries, task, report),
@@ -119,6 +124,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     for mode, r in rows.items():
         keys = ("test_best", "test_last", "val_best", "train_last")
         cells = [cell(r[k]) if k in r else "-" for k in keys]
+        if "train_last" in r and r["train_last"]["n"] < r["test_best"]["n"]:  # runs kept without metrics files
+            cells[-1] += f" (n={r['train_last']['n']})" if not math.isnan(r["train_last"]["mean"]) else ""
         lines.append(
             f"| {mode} | {r['test_best']['n']} | " + " | ".join(cells) + f" | {r['wall_time_s']['mean']:.0f} |"
         )

@@ -54,7 +54,7 @@ def test_cli_train_digits_then_eval_and_export(tmp_path):
     result = dhm("train", "demo", "train.epochs=1", "train.limit_batches=3", f"train.out_dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)
-    assert "ensemble" in result.stdout and "test (best)" in result.stdout
+    assert "ensemble" in result.stdout and "test (best.pt)" in result.stdout
     result = dhm_here("eval", str(out / "best.pt"), "--heads")
     assert result.returncode == 0, result.stderr
     assert "test: top-1 % main" in result.stdout and "head2" in result.stdout

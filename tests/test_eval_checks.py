@@ -37,6 +37,8 @@ def test_a_resume_on_other_identities_is_refused(tmp_path, capsys):
     common = ["pku-reid", "model.widths=[8,16,32]", "data.options.test_ids=8", "train.limit_batches=2"]
     common += ["train.progress=false", "loss.mode=ce", f"train.out_dir={out}"]
     assert main(["train", *common, f"data.root={data}", "train.epochs=1"]) == 0
+    # the header counts the identities the run trains on (66 - 6), not those held out for validation
+    assert "images; 60 training identities (6 more held out for validation)" in capsys.readouterr().out
     first = sorted(p.name for p in (data / "train").iterdir())[0]
     (data / "train" / first).rename(data / "train" / "999")
     capsys.readouterr()

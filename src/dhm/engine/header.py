@@ -22,6 +22,17 @@ def _size(loader: Any) -> int | None:
     return len(source) if source is not None else None
 
 
+def _classes(parts: Parts, unit: str) -> str:
+    """How many classes (identities) the training split holds: a validation carved by identity holds some out, while
+    the classifier keeps an output for every one."""
+    total = len(parts.meta.classes)
+    labels = getattr(getattr(parts.train, "source", None), "labels", None)
+    trained = int(torch.unique(labels).numel()) if isinstance(labels, torch.Tensor) else total
+    if trained == total:
+        return f"{total:,} training {unit}"
+    return f"{trained:,} training {unit} ({total - trained:,} more held out for validation)"
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as info:
@@ -73,7 +84,7 @@ def run_header(cfg: Config, parts: Parts, runtime: Runtime) -> list[str]:
     layout = ", channels_last" if run["channels_last"] else ""
     compiled = f", torch.compile ({run['compile']})" if run["compile"] != "off" else ""
     return [
-        f"data: {cfg.data.name} ({cfg.data.root}): {splits} images; {len(parts.meta.classes):,} training {unit}",
+        f"data: {cfg.data.name} ({cfg.data.root}): {splits} images; {_classes(parts, unit)}",
         f"model: {cfg.model.name}, branches {branches} (heads {', '.join(heads)}), {trained / 1e6:.2f} M trained "
         "parameters",
         f"method: {cfg.loss.mode} (step {parts.step}), task {cfg.train.task}, "

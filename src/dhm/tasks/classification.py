@@ -120,8 +120,8 @@ class Classification(Task):
     def summary_table(
         self, heads: Sequence[str], val: dict[str, float], best: dict[str, float], last: dict[str, float]
     ) -> str:
-        """Top-1 (%) per head: validation and test of the best checkpoint, test of the last epoch."""
-        rows = [("head", "val (best)", "test (best)", "test (last)")]
+        """Top-1 (%) per head: validation and test of the chosen checkpoint (best.pt), test of the last epoch."""
+        rows = [("head", "val (best.pt)", "test (best.pt)", "test (last)")]
         for head in [*heads, "ensemble"]:
             key = f"acc1/{head}"
             if key in best or key in val:

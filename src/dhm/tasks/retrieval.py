@@ -209,7 +209,7 @@ class Retrieval(Task):
     ) -> str:
         """mAP and rank-1 (%) per head and the concatenation: validation and test of the best checkpoint, test of
         the last epoch."""
-        rows = [("head", "val mAP", "test mAP", "test rank-1", "test mAP (last)")]
+        rows = [("head", "val mAP (best.pt)", "test mAP (best.pt)", "test rank-1 (best.pt)", "test mAP (last)")]
         for head in [*heads, "concat"]:
             if f"mAP/{head}" in best or f"mAP/{head}" in val:
                 cells = (val.get(f"mAP/{head}"), best.get(f"mAP/{head}"), best.get(f"rank1/{head}"))

@@ -22,6 +22,13 @@ FORMER = {
     ),
 }
 
+# rows that are dhm's variants of a published method, not the method as its authors wrote it
+VARIANTS = {
+    "dml+loss.options.peer_update=joint": "dhm's former joint DML",
+    "dsn": "the CE form the DHM and DKS papers compare against; `dsn-authors` is DSN's own",
+    "cskd+data.batch_size=128+loss.options.partner_forward=shared": "anchors and partners in one forward",
+}
+
 
 def _ranks(rows: dict[str, float]) -> dict[str, int]:
     order = sorted(rows, key=lambda m: -rows[m])
@@ -59,7 +66,8 @@ def to_markdown(records: list[dict], n_former: int, n_new: int) -> str:
         if r["former_mode"] and r["former_mode"] != r["mode"]:
             former += f" (`{r['former_mode']}`)"
         change = f"{r['change']:+.2f}" if r["former_mode"] else "-"
-        lines.append(f"| {r['mode']} | {former} | {_cell(r['new'])}, #{r['new_rank']} | {change} |")
+        mode = f"{r['mode']} (dhm variant: {VARIANTS[r['mode']]})" if r["mode"] in VARIANTS else r["mode"]
+        lines.append(f"| {mode} | {former} | {_cell(r['new'])}, #{r['new_rank']} | {change} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,7 @@ phase() {
 
 if [ "$tiny" = "--tiny" ]; then
   models="cifar_resnet20:8:10"; compiled_models="cifar_resnet20:8:10"; steps=1; warmup=1; conv_steps=2
-  conv_warm=1; conv_workers=1; compile=false; bench_compile=off; graph=false; eng_epochs=1
+  conv_warm=1; conv_workers=1; conv_batch=16; compile=false; bench_compile=off; graph=false; eng_epochs=1
   skip="engine-compiled engine-graph engine-graph-compiled"  # = eager here
   export ACC_EPOCHS=${ACC_EPOCHS:-1}; jobs=${ACC_JOBS:-2}; seeds=${ACC_SEEDS:-1}; levels=${PROBE_LEVELS:-2}
   probe_epochs=2; reid_args="--tiny"; speed_need=0; reid_need=0
@@ -59,7 +59,8 @@ if [ "$tiny" = "--tiny" ]; then
 else
   models="cifar_resnet32:128:10 cifar_resnet110:128:10 wrn28_10:128:10 resnet50:256:1000"; steps=20; warmup=5
   compiled_models="cifar_resnet110:128:10 wrn28_10:128:10 resnet50:256:1000"; bench_compile=on
-  conv_steps=150; conv_warm=20; conv_workers=4; compile=reduce-overhead; graph=true; eng_epochs=3; skip=""
+  conv_steps=150; conv_warm=20; conv_workers=4; conv_batch=128; compile=reduce-overhead; graph=true
+  eng_epochs=3; skip=""
   jobs=${ACC_JOBS:-5}; seeds=${ACC_SEEDS:-3}; levels=${PROBE_LEVELS:-5 10 18}; probe_epochs=4
   reid_args="--batch 64 --steps 20 --warmup 5"; speed_need=150; reid_need=90
   tiny_over=""
@@ -105,7 +106,7 @@ phase engine-compiled $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs=
 phase engine-graph $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs="$eng_epochs" \
   train.cuda_graph="$graph" train.out_dir="$work/engine-graph"
 phase conventional $py benchmarks/conventional.py --data "$root" --steps "$conv_steps" --warmup "$conv_warm" \
-  --workers "$conv_workers" --json "$work/conventional.json"
+  --batch "$conv_batch" --workers "$conv_workers" --json "$work/conventional.json"
 phase engine-graph-compiled $py -m dhm train cifar10-jpeg "${common[@]}" train.epochs="$eng_epochs" \
   train.cuda_graph="$graph" train.compile="$graph" train.out_dir="$work/engine-graph-compiled"
 

@@ -54,6 +54,20 @@ def test_dks_is_the_authors_loss_at_its_defaults(std):
     assert abs(float(exact(tuple(heads), y)["loss"]) - float(theirs)) > 1e-9  # the exact-KL switch differs
 
 
+def test_dks_at_its_defaults_is_dhm_on_the_same_heads():
+    """DKS's smoothing is DHM's released form, T = 1 makes T^2 = 1 and the pair graph is the same: on the same
+    branches the two methods are one loss (the faithful siblings table's `dks` and `dhm` runs agree to the last
+    digit); they differ where DKS's branch layout differs (docs/method.md section 8)."""
+    heads, y = _logits(3, 3.0, seed=5), torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(2))
+    dks, dhm = (
+        build_loss(load_config("smoke", [f"loss.mode={m}"]), ("main", "head1", "head2")) for m in ("dks", "dhm")
+    )
+    a, b = dks.double()(tuple(heads), y)["loss"], dhm.double()(tuple(heads), y)["loss"]
+    assert float(a) == float(b)
+    for ga, gb in zip(torch.autograd.grad(a, heads), torch.autograd.grad(b, heads)):
+        assert torch.equal(ga, gb)
+
+
 def _pskd_authors(epochs: int, steps, alpha_T: float = 0.8):
     """lgcnsai/PS-KD-Pytorch@9aa0828 main.py:316-326 (alpha_t = alpha_T (epoch + 1) / end_epoch, per epoch) and
     :408-467 (epoch 0 writes the one-hot label into the memory before the step; soft targets

@@ -30,7 +30,9 @@ def _classes(parts: Parts, unit: str) -> str:
     trained = int(torch.unique(labels).numel()) if isinstance(labels, torch.Tensor) else total
     if trained == total:
         return f"{total:,} training {unit}"
-    return f"{trained:,} training {unit} ({total - trained:,} more held out for validation)"
+    if unit == "identities":  # the retrieval task carves its validation by identity
+        return f"{trained:,} training {unit} ({total - trained:,} more held out for validation)"
+    return f"{trained:,} training {unit} of the classifier's {total:,}"  # e.g. a subset that misses a class
 
 
 def _cpu_name() -> str:
